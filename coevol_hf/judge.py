@@ -1,0 +1,118 @@
+"""Reading the judge's verdicts and merging the two orders into one decision.
+
+The judge sees the old and the new response twice, once in each order, to cancel position bias.
+Each readable verdict becomes a pair of scores for (old, new); an unreadable one is dropped, one
+readable verdict alone decides, and none means no decision. Compare mode scores a win 1, a loss
+0 and a tie 0.5 each, summed over the orders; score mode averages the 1-10 scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Literal
+
+JudgeMode = Literal["compare", "score"]
+JUDGE_MODES: tuple[JudgeMode, ...] = ("compare", "score")
+
+Scores = tuple[float, float]
+
+_LABEL_NOISE = re.compile(r"\b(answer|response|assistant|output|option|verdict|winner|better|is|the|final)\b|[^\w\s.]", re.I)
+_TIE_WORDS = re.compile(r"\b(tie|tied|equal|equally|both|neither|same)\b", re.I)
+_AB = re.compile(r"\b([AB])\b")
+_OUT_OF_TEN = re.compile(r"\s*/\s*10\b")
+_NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?![\w.])")
+
+# JSON answers the judge is asked for where the server supports structured output.
+COMPARE_SCHEMA = {
+    "type": "object",
+    "properties": {"better": {"type": "string", "enum": ["A", "B", "tie"]}, "reason": {"type": "string"}},
+    "required": ["better", "reason"],
+}
+SCORE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score_a": {"type": "integer", "minimum": 1, "maximum": 10},
+        "score_b": {"type": "integer", "minimum": 1, "maximum": 10},
+        "reason": {"type": "string"},
+    },
+    "required": ["score_a", "score_b", "reason"],
+}
+
+
+def parse_verdict(text: str, mode: JudgeMode) -> Scores | None:
+    """Scores for (A, B) from one verdict, or None if it cannot be read with confidence."""
+    as_json = _parse_json(text)
+    if as_json is not None:
+        return _from_json(as_json, mode)
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return _parse_compare_line(first_line) if mode == "compare" else _parse_score_line(first_line)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The merged judgement of one round, with the per-order scores kept for auditing."""
+
+    old_first: Scores | None  # (old, new) from the verdict that saw the old response first
+    new_first: Scores | None  # (old, new) from the verdict that saw the new response first
+    merged: Scores | None  # (old, new), None if neither verdict could be read
+
+    @property
+    def accepted(self) -> bool:
+        return self.merged is not None and self.merged[1] > self.merged[0]
+
+
+def merge(old_first_ab: Scores | None, new_first_ab: Scores | None, mode: JudgeMode) -> Decision:
+    """Combine the verdict with old as A and the verdict with new as A into one (old, new) pair."""
+    old_first = old_first_ab
+    new_first = (new_first_ab[1], new_first_ab[0]) if new_first_ab is not None else None
+    readable = [s for s in (old_first, new_first) if s is not None]
+    if not readable:
+        return Decision(old_first, new_first, None)
+    olds, news = zip(*readable)
+    if mode == "compare":
+        merged = (float(sum(olds)), float(sum(news)))
+    else:
+        merged = (sum(olds) / len(olds), sum(news) / len(news))
+    return Decision(old_first, new_first, merged)
+
+
+def _parse_compare_line(line: str) -> Scores | None:
+    cleaned = _LABEL_NOISE.sub(" ", line).strip()
+    labels = set(_AB.findall(cleaned.upper() if len(cleaned) <= 2 else cleaned))
+    tie = bool(_TIE_WORDS.search(line))
+    if tie and not labels:
+        return (0.5, 0.5)
+    if len(labels) == 1 and not tie:
+        return (1.0, 0.0) if labels == {"A"} else (0.0, 1.0)
+    return None
+
+
+def _parse_score_line(line: str) -> Scores | None:
+    numbers = _NUMBER.findall(_OUT_OF_TEN.sub("", line))
+    if len(numbers) != 2:
+        return None
+    return (float(numbers[0]), float(numbers[1]))
+
+
+def _parse_json(text: str) -> dict | None:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return None
+    try:
+        value = json.loads(text[start : end + 1])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _from_json(value: dict, mode: JudgeMode) -> Scores | None:
+    if mode == "compare":
+        better = str(value.get("better", "")).strip()
+        return {"A": (1.0, 0.0), "B": (0.0, 1.0)}.get(better.upper()) or ((0.5, 0.5) if better.lower() == "tie" else None)
+    try:
+        a, b = float(value["score_a"]), float(value["score_b"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (a, b) if 1 <= a <= 10 and 1 <= b <= 10 else None
