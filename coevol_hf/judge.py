@@ -19,7 +19,7 @@ JUDGE_MODES: tuple[JudgeMode, ...] = ("compare", "score")
 Scores = tuple[float, float]
 
 _LABEL_NOISE = re.compile(r"\b(answer|response|assistant|output|option|verdict|winner|better|is|the|final)\b|[^\w\s.]", re.I)
-_TIE_WORDS = re.compile(r"\b(tie|tied|equal|equally|both|neither|same)\b", re.I)
+_TIE_WORDS = re.compile(r"\b(tie|tied|draw|equal|equally)\b", re.I)
 _AB = re.compile(r"\b([AB])\b")
 _OUT_OF_TEN = re.compile(r"\s*/\s*10\b")
 _NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?![\w.])")

@@ -63,7 +63,7 @@ async def refine_conversation(conversation: Conversation, config: RefineConfig, 
         final, rounds = await _refine_turn(metered, config, context, exchange.user, exchange.assistant)
         refined.append(final)
         accepted_rounds.append(sum(r["accepted"] for r in rounds))
-        turns.append({"turn": index, "rounds": rounds})
+        turns.append({"turn": index, "instruction": exchange.user, "rounds": rounds})
     return RefinedConversation(refined, accepted_rounds, turns, metered.usage)
 
 

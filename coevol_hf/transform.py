@@ -132,6 +132,12 @@ class CoEvol:
                 model = "<unreachable>"
         return {"implementation": IMPLEMENTATION, "model": model, "config": self.config.to_dict()}
 
+    @property
+    def calls_made(self) -> int:
+        """LLM requests this process sent for this transform (and its fn_kwargs variants)."""
+        own = self._client.calls_made if self._client is not None else 0
+        return own + sum(variant.calls_made for variant in self._variants.values())
+
     # -- pickling: everything for num_proc workers, but no live connection -----------------------
 
     def __getstate__(self) -> dict[str, Any]:
@@ -154,6 +160,9 @@ class CoEvol:
     def _variant(self, overrides: Mapping[str, Any]) -> "CoEvol":
         key = repr(sorted(overrides.items()))
         if key not in self._variants:
+            unknown = set(overrides) - set(self._options)
+            if unknown:
+                raise ConfigError(f"Unknown option(s) {sorted(unknown)} in fn_kwargs; known: {sorted(self._options)}.")
             self._variants[key] = CoEvol(**{**self._options, **overrides})
         return self._variants[key]
 

@@ -41,6 +41,7 @@ class EndpointClient:
         self._url = connection.endpoint + route
         self._template = _compile_template(config.chat_template) if config.api == "generate" else None
         self._session: httpx2.AsyncClient | None = None
+        self.calls_made = 0
 
     def payload(self, messages: Sequence[Message], schema: dict | None = None) -> dict[str, Any]:
         """The exact JSON body sent for these messages."""
@@ -86,6 +87,7 @@ class EndpointClient:
         if self._session is None:
             self._session = get_async_session()
         response = await self._session.post(self._url, json=body, headers=self._headers, timeout=self._timeout)
+        self.calls_made += 1
         hf_raise_for_status(response)
         return response.content
 

@@ -1,0 +1,1 @@
+"""The dataset card templates, installed as the package `coevol_hf.cards`."""

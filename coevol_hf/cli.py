@@ -1,0 +1,265 @@
+"""The `coevol-hf` command: `serve` the local model, `refine` a dataset, run the `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import sys
+from importlib import resources
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import CoEvolError
+
+DEMO_SAMPLE = "self_instruct_sample.jsonl"
+_DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CoEvolError, OSError, ValueError) as err:
+        if args.debug:
+            raise
+        print(f"coevol-hf {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+# -- serve ------------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .local import LocalServer
+
+    with LocalServer(host=args.host, port=args.port, parallel=args.parallel, allow_remote=args.allow_remote) as server:
+        print(f"Serving the local model at {server.url} (Ctrl-C to stop)", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
+    return 0
+
+
+# -- refine -----------------------------------------------------------------------------------
+
+
+def _refine(args: argparse.Namespace) -> int:
+    options = _options(args)
+    if args.local:
+        from .local import LocalServer
+
+        with LocalServer() as server:
+            return _run_refine(args, {**options, "endpoint": server.url})
+    return _run_refine(args, options)
+
+
+def _run_refine(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    from .transform import CoEvol
+
+    dataset = _load(args.input, args.split, args.limit)
+    transform = CoEvol(**options)
+    started = time.perf_counter()
+    refined = dataset.map(transform, batched=True, batch_size=args.batch_size, num_proc=args.num_proc, desc="CoEvol")
+    seconds = time.perf_counter() - started
+    _write(refined, transform, args, seconds)
+    return 0
+
+
+def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: float) -> None:
+    from .card import render_card
+    from .stats import compute_stats, format_stats, trace_final_responses
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    refined.to_parquet(str(output / "data.parquet"))
+    if args.jsonl:
+        refined.to_json(str(output / "data.jsonl"), lines=True, force_ascii=False)
+    summary_columns = ["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]
+    stats = compute_stats(refined.select_columns(summary_columns))
+    example = _example(refined, trace_final_responses)
+    config = transform.config.to_dict()
+    default_prompts = dataclasses.asdict(type(transform.config.prompts)())
+    overridden = sorted(k for k, v in config.pop("prompts").items() if default_prompts[k] != v)
+    options = {**config, "columns": config["columns"], "prompts_overridden": overridden or "none"}
+    server = transform.server
+    card = render_card(
+        stats=stats,
+        options=options,
+        model=server.identity,
+        server=f"TGI {server.version or ''}".strip() if server.kind == "tgi" else "a Messages API server (OpenAI-compatible)",
+        source=args.input,
+        example=example,
+        reproduce=_reproduce_snippet(args),
+        pretty_name=f"{Path(args.input).stem} (CoEvol-refined)",
+    )
+    (output / "README.md").write_text(card, encoding="utf-8")
+    calls_made = None if args.num_proc else transform.calls_made
+    print(format_stats(stats, calls_made=calls_made, seconds=seconds))
+    print(f"wrote {output / 'data.parquet'}" + (f", {output / 'data.jsonl'}" if args.jsonl else "") + f" and {output / 'README.md'}")
+
+
+def _example(refined: Any, finals: Any) -> dict[str, str] | None:
+    """The first row whose response changed, else the first refined row."""
+    fallback = None
+    for row in refined.select_columns(["coevol_original", "coevol_trace", "coevol_error"]):
+        if row["coevol_error"] is not None:
+            continue
+        trace = json.loads(row["coevol_trace"])
+        after = finals(trace, row["coevol_original"])[0]
+        candidate = {"instruction": trace["turns"][0]["instruction"], "before": row["coevol_original"][0], "after": after}
+        if after != row["coevol_original"][0]:
+            return candidate
+        fallback = fallback or candidate
+    return fallback
+
+
+def _reproduce_snippet(args: argparse.Namespace) -> str:
+    """The command that made this run, without its token."""
+    argv, shown, skip = args.argv, [], False
+    for item in argv:
+        if skip or item.startswith("--token="):
+            skip = False
+            continue
+        if item == "--token":
+            skip = True
+            continue
+        shown.append(item)
+    return f"# pip install coevol-hf=={__version__}\n# coevol-hf {shlex.join(shown)}"
+
+
+def _load(source: str, split: str, limit: int | None) -> Any:
+    from datasets import load_dataset
+
+    path = Path(source)
+    if path.exists():
+        builder = _DATA_SUFFIXES.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(f"{source}: unsupported file type {path.suffix!r}; accepted: {sorted(_DATA_SUFFIXES)}, or a Hub dataset id.")
+        dataset = load_dataset(builder, data_files=str(path), split="train")
+    else:
+        dataset = load_dataset(source, split=split)
+    return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "endpoint": args.endpoint,
+        "max_rounds": args.max_rounds,
+        "judge_mode": args.judge_mode,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "context_turns": args.context_turns,
+        "api": args.api,
+        "model": args.model,
+        "structured_judge": not args.no_structured_judge,
+        "format": args.format,
+        "max_concurrency": args.max_concurrency,
+        "timeout": args.timeout,
+        "token": args.token or os.environ.get("COEVOL_TOKEN"),
+    }
+    if args.chat_template:
+        options["chat_template"] = Path(args.chat_template).read_text(encoding="utf-8")
+    if args.prompts:
+        options["prompts"] = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
+    if args.column:
+        options["columns"] = dict(_key_value(item) for item in args.column)
+    return options
+
+
+def _key_value(item: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise ValueError(f"--column takes ROLE=NAME (for example instruction=prompt), not {item!r}")
+    return key, value
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .local import LocalServer
+
+    with resources.as_file(resources.files("coevol_hf.demo_data").joinpath(DEMO_SAMPLE)) as sample:
+        argv = ["refine", str(sample), "--output", args.output, "--max-rounds", "2", "--max-new-tokens", "160", "--jsonl"]
+        refine_args = _parser().parse_args(argv)
+        refine_args.argv = argv
+        print(f"Starting the local model (SmolLM2-135M-Instruct on llama.cpp) and refining {DEMO_SAMPLE} ...", flush=True)
+        with LocalServer() as server:
+            refine_args.endpoint = server.url
+            _run_refine(refine_args, _options(refine_args))
+    card = (Path(args.output) / "README.md").read_text(encoding="utf-8")
+    example = card.split("## Example", 1)[1].split("## Reproduce", 1)[0].strip()
+    print("\nOne example, before and after:\n\n" + example)
+    return 0
+
+
+# -- arguments --------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coevol-hf", description="Refine instruction-tuning data with CoEvol.")
+    parser.add_argument("--version", action="version", version=f"coevol-hf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the local model (llama.cpp + SmolLM2-135M-Instruct)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--parallel", type=int, default=4, help="requests served at once")
+    serve.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
+    serve.set_defaults(run=_serve)
+
+    refine = commands.add_parser("refine", help="refine a dataset file or Hub dataset")
+    refine.add_argument("input", help="a .json/.jsonl/.parquet/.csv file, or a Hub dataset id")
+    refine.add_argument("--output", "-o", required=True, help="directory for data.parquet and README.md")
+    target = refine.add_mutually_exclusive_group()
+    target.add_argument("--endpoint", help="TGI or Messages API server URL (default: $COEVOL_ENDPOINT)")
+    target.add_argument("--local", action="store_true", help="start and use the local model")
+    refine.add_argument("--split", default="train")
+    refine.add_argument("--limit", type=int, help="refine only the first N rows")
+    refine.add_argument("--jsonl", action="store_true", help="also write data.jsonl")
+    refine.add_argument("--batch-size", type=int, default=1000)
+    refine.add_argument("--num-proc", type=int)
+    refine.add_argument("--max-rounds", type=int, default=3)
+    refine.add_argument("--judge-mode", choices=["compare", "score"], default="compare")
+    refine.add_argument("--temperature", type=float, default=0.0)
+    refine.add_argument("--max-new-tokens", type=int, default=1000)
+    refine.add_argument("--seed", type=int, default=0)
+    refine.add_argument("--context-turns", type=int, default=3)
+    refine.add_argument("--api", choices=["chat", "generate"], default="chat")
+    refine.add_argument("--chat-template", help="file with the Jinja chat template (with --api generate)")
+    refine.add_argument("--model", help="the model the endpoint must serve")
+    refine.add_argument("--no-structured-judge", action="store_true", help="free-text judge verdicts only")
+    refine.add_argument("--prompts", help="JSON file of prompt template overrides")
+    refine.add_argument("--format", choices=["auto", "alpaca", "sharegpt", "messages"])
+    refine.add_argument("--column", action="append", help="ROLE=NAME column mapping, repeatable")
+    refine.add_argument("--max-concurrency", type=int, default=64)
+    refine.add_argument("--timeout", type=float, default=600.0)
+    refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
+    refine.set_defaults(run=_refine)
+
+    demo = commands.add_parser("demo", help="refine a small real sample on the local model")
+    demo.add_argument("--output", "-o", default="coevol-demo")
+    demo.set_defaults(run=_demo)
+
+    for command in (serve, refine, demo):
+        command.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

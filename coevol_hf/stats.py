@@ -1,0 +1,91 @@
+"""Statistics of a refined dataset, computed from its own columns so that they are true of it."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from typing import Any, Iterable, Mapping
+
+
+@dataclasses.dataclass
+class RunStats:
+    rows: int = 0
+    rows_improved: int = 0
+    turns: int = 0
+    rounds_histogram: dict[int, int] = dataclasses.field(default_factory=dict)  # accepted edits per turn -> turns
+    llm_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    errors_by_kind: dict[str, int] = dataclasses.field(default_factory=dict)
+    judged_rounds: int = 0
+    judges_agree: int = 0  # rounds where both orders were readable and named the same winner
+    chars_before: int = 0
+    chars_after: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def compute_stats(rows: Iterable[Mapping[str, Any]]) -> RunStats:
+    """Stats over rows having the `coevol_*` columns (any iterable of row dicts)."""
+    stats = RunStats()
+    histogram: collections.Counter[int] = collections.Counter()
+    errors: collections.Counter[str] = collections.Counter()
+    for row in rows:
+        stats.rows += 1
+        if row["coevol_error"] is not None:
+            errors[row["coevol_error"].split(":", 1)[0]] += 1
+            continue
+        rounds = row["coevol_rounds"]
+        histogram.update(rounds)
+        stats.turns += len(rounds)
+        stats.rows_improved += any(rounds)
+        trace = json.loads(row["coevol_trace"])
+        usage = trace["usage"]
+        stats.llm_calls += usage["calls"]
+        stats.prompt_tokens += usage["prompt_tokens"]
+        stats.completion_tokens += usage["completion_tokens"]
+        for turn in trace["turns"]:
+            for round_ in turn["rounds"]:
+                verdicts = round_.get("verdicts")
+                if not verdicts:
+                    continue
+                stats.judged_rounds += 1
+                first, second = verdicts["old_first"]["scores"], verdicts["new_first"]["scores"]
+                stats.judges_agree += bool(first and second and _winner(first) == _winner(second))
+        stats.chars_before += sum(len(text) for text in row["coevol_original"])
+        stats.chars_after += sum(len(text) for text in trace_final_responses(trace, row["coevol_original"]))
+    stats.rounds_histogram = dict(sorted(histogram.items()))
+    stats.errors_by_kind = dict(errors.most_common())
+    return stats
+
+
+def trace_final_responses(trace: Mapping[str, Any], originals: list[str]) -> list[str]:
+    """The final response of each turn, as the trace tells it: the last accepted edit, or the original."""
+    finals = []
+    for turn, original in zip(trace["turns"], originals):
+        accepted = [r["edit"] for r in turn["rounds"] if r["accepted"]]
+        finals.append(accepted[-1] if accepted else original)
+    return finals
+
+
+def _winner(scores: Mapping[str, float]) -> str:
+    return "new" if scores["new"] > scores["old"] else "old" if scores["old"] > scores["new"] else "tie"
+
+
+def format_stats(stats: RunStats, *, calls_made: int | None = None, seconds: float | None = None) -> str:
+    """The human summary printed at the end of a run."""
+    share = f" ({stats.rows_improved / stats.rows:.0%})" if stats.rows else ""
+    lines = [
+        f"rows: {stats.rows}, improved: {stats.rows_improved}{share}",
+        "accepted edits per turn: " + (", ".join(f"{k}: {v}" for k, v in stats.rounds_histogram.items()) or "none"),
+        f"LLM calls: {stats.llm_calls}"
+        + (f" ({calls_made} made by this run, {stats.llm_calls - calls_made} reused from cache)" if calls_made is not None else ""),
+        f"tokens: {stats.prompt_tokens} prompt, {stats.completion_tokens} completion",
+        f"judge orders agree: {stats.judges_agree} of {stats.judged_rounds} judged rounds",
+        "errors: " + (", ".join(f"{k}: {v}" for k, v in stats.errors_by_kind.items()) or "none"),
+    ]
+    if seconds is not None:
+        lines.append(f"wall time: {seconds:.1f} s")
+    return "\n".join(lines)

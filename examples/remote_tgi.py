@@ -1,0 +1,28 @@
+"""Use a remote TGI endpoint that needs a token, such as an HF Inference Endpoint.
+
+    COEVOL_TOKEN=hf_... python examples/remote_tgi.py https://xyz.endpoints.huggingface.cloud data.jsonl out/
+
+The token is sent to that endpoint only. Options that change outputs (model, rounds, judge mode,
+sampling, prompts) name the cache; the endpoint and the token do not, so a re-run against another
+replica of the same model loads from the cache.
+"""
+
+import os
+import sys
+
+from datasets import load_dataset
+
+from coevol_hf import CoEvol
+
+endpoint, source, output = sys.argv[1:4]
+refine = CoEvol(
+    endpoint=endpoint,
+    token=os.environ["COEVOL_TOKEN"],
+    judge_mode="score",
+    max_rounds=3,
+    max_concurrency=96,  # below TGI's default max_concurrent_requests (128)
+    timeout=300,
+)
+print("served model:", refine.server.identity)
+dataset = load_dataset("json", data_files=source, split="train")
+dataset.map(refine, batched=True).save_to_disk(output)

@@ -1,0 +1,83 @@
+"""Reading and writing the three layouts, on the real samples in ../shared/data."""
+
+import pytest
+from conftest import alpaca_rows, mt_bench_conversations, sharegpt_rows
+
+from coevol_hf import Columns, InputFormatError
+from coevol_hf.errors import RowError
+from coevol_hf.formats import read_row, write_row
+
+
+def test_detection_by_columns() -> None:
+    columns = Columns()
+    assert columns.detect(["instruction", "input", "output"]) == "alpaca"
+    assert columns.detect(["instruction", "output"]) == "alpaca"
+    assert columns.detect(["id", "conversations"]) == "sharegpt"
+    assert columns.detect(["messages", "source"]) == "messages"
+    with pytest.raises(InputFormatError, match="No column layout"):
+        columns.detect(["question", "answer"])
+    with pytest.raises(InputFormatError, match="format='messages' needs column"):
+        Columns(format="messages").detect(["conversations"])
+
+
+def test_self_instruct_seed_tasks_as_alpaca() -> None:
+    rows = alpaca_rows(175)
+    assert len(rows) == 175
+    for row in rows:
+        conversation = read_row("alpaca", row, Columns())
+        (exchange,) = conversation.exchanges
+        assert exchange.user.startswith(row["instruction"])
+        assert (row["input"] in exchange.user) if row["input"] else exchange.user == row["instruction"]
+        assert write_row("alpaca", row, Columns(), ["new"]) == {"output": "new"}
+
+
+def test_fastchat_sharegpt_conversations_round_trip() -> None:
+    rows = sharegpt_rows()
+    assert len(rows) == 500
+    for row in rows:
+        conversation = read_row("sharegpt", row, Columns())
+        gpt_turns = [t["value"] for t in row["conversations"] if t["from"] == "gpt"]
+        assert conversation.responses == gpt_turns
+        refined = [f"refined {i}" for i in range(len(gpt_turns))]
+        written = write_row("sharegpt", row, Columns(), refined)["conversations"]
+        assert [t["from"] for t in written] == [t["from"] for t in row["conversations"]]
+        assert [t["value"] for t in written if t["from"] == "gpt"] == refined
+        assert [t["value"] for t in written if t["from"] == "human"] == [t["value"] for t in row["conversations"] if t["from"] == "human"]
+
+
+def test_mt_bench_two_turn_conversations() -> None:
+    rows = mt_bench_conversations()
+    assert len(rows) == 30
+    for row in rows:
+        conversation = read_row("sharegpt", row, Columns())
+        assert len(conversation.exchanges) == 2
+
+
+def test_messages_keep_extra_keys() -> None:
+    row = {"messages": [{"role": "user", "content": "q", "name": "u"}, {"role": "assistant", "content": "a", "weight": 1}]}
+    written = write_row("messages", row, Columns(), ["b"])["messages"]
+    assert written == [{"role": "user", "content": "q", "name": "u"}, {"role": "assistant", "content": "b", "weight": 1}]
+
+
+@pytest.mark.parametrize(
+    "turns, message",
+    [
+        ([], "non-empty list"),
+        ([{"role": "assistant", "content": "a"}], "must follow a user turn"),
+        ([{"role": "user", "content": "q"}, {"role": "user", "content": "q"}], "two user turns"),
+        ([{"role": "user", "content": "q"}, {"role": "system", "content": "s"}], "may only come first"),
+        ([{"role": "robot", "content": "q"}], "must have 'role'"),
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}], "must be a string"),
+        ([{"role": "user", "content": "q"}], "no assistant turn"),
+    ],
+)
+def test_malformed_turns_are_row_errors(turns, message) -> None:
+    with pytest.raises(RowError, match=message) as info:
+        read_row("messages", {"messages": turns}, Columns())
+    assert info.value.kind == "input"
+
+
+def test_trailing_user_turn_is_kept_unrefined() -> None:
+    row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "thanks"}]}
+    assert read_row("messages", row, Columns()).responses == ["a"]
+    assert write_row("messages", row, Columns(), ["b"])["messages"][2] == {"role": "user", "content": "thanks"}

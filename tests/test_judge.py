@@ -1,0 +1,68 @@
+"""Verdict parsing and the order-swapped merge (pure logic)."""
+
+import pytest
+
+from coevol_hf.judge import merge, parse_verdict
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("A", (1.0, 0.0)),
+        ("B\nBecause it is more detailed.", (0.0, 1.0)),
+        ("[[B]]", (0.0, 1.0)),
+        ("**Answer A**", (1.0, 0.0)),
+        ("Response B is better.", (0.0, 1.0)),
+        ("b", (0.0, 1.0)),
+        ("Tie", (0.5, 0.5)),
+        ("It's a tie: both are equally good.", (0.5, 0.5)),
+        ('{"better": "B", "reason": "clearer"}', (0.0, 1.0)),
+        ('```json\n{"better": "tie", "reason": "same"}\n```', (0.5, 0.5)),
+        ("A is better than B", None),
+        ("Both have merits.", None),
+        ("", None),
+        ('{"better": "C", "reason": "?"}', None),
+    ],
+)
+def test_compare_verdicts(text: str, expected) -> None:
+    assert parse_verdict(text, "compare") == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("7 9", (7.0, 9.0)),
+        ("Scores: 8/10 and 6.5/10\nA is clearer.", (8.0, 6.5)),
+        ("10 1", (10.0, 1.0)),
+        ('{"score_a": 3, "score_b": 8, "reason": "r"}', (3.0, 8.0)),
+        ("7", None),
+        ("0 11", None),
+        ("7 8 9", None),
+        ('{"score_a": 0, "score_b": 8, "reason": "r"}', None),
+    ],
+)
+def test_score_verdicts(text: str, expected) -> None:
+    assert parse_verdict(text, "score") == expected
+
+
+def test_merge_maps_the_swapped_order_back() -> None:
+    # Old shown first and losing; new shown first and winning: both say the edit is better.
+    decision = merge((0.0, 1.0), (1.0, 0.0), "compare")
+    assert decision.old_first == (0.0, 1.0) and decision.new_first == (0.0, 1.0)
+    assert decision.merged == (0.0, 2.0) and decision.accepted
+
+
+def test_merge_position_bias_is_a_draw() -> None:
+    assert merge((1.0, 0.0), (1.0, 0.0), "compare").merged == (1.0, 1.0)
+    assert not merge((1.0, 0.0), (1.0, 0.0), "compare").accepted
+
+
+def test_merge_with_one_or_no_readable_verdict() -> None:
+    assert merge(None, (0.0, 1.0), "compare").merged == (1.0, 0.0)
+    assert merge((6.0, 8.0), None, "score").accepted
+    none = merge(None, None, "score")
+    assert none.merged is None and not none.accepted
+
+
+def test_score_mode_averages() -> None:
+    assert merge((6.0, 9.0), (9.0, 7.0), "score").merged == (6.5, 9.0)

@@ -1,0 +1,91 @@
+"""End to end on a real LLM: llama.cpp serving SmolLM2-135M-Instruct on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import alpaca_rows, mt_bench_conversations
+from datasets import Dataset, load_dataset
+
+from coevol_hf import CoEvol, ConfigError
+from coevol_hf.cli import main
+from coevol_hf.local import MODEL_ID, LocalServer
+
+pytest.importorskip("xllamacpp")
+
+# Short generations keep the suite fast on 2 CPU cores; the path is the same as with 1000 tokens.
+FAST = {"max_rounds": 1, "max_new_tokens": 48}
+
+
+@pytest.fixture(scope="module")
+def local_url():
+    with LocalServer(parallel=4) as server:
+        yield server.url
+
+
+def test_refine_alpaca_rows_through_map(local_url: str) -> None:
+    rows = alpaca_rows(3)
+    out = Dataset.from_list(rows).map(CoEvol(endpoint=local_url, **FAST), batched=True)
+
+    assert len(out) == 3 and out["instruction"] == [r["instruction"] for r in rows]
+    assert out["coevol_error"] == [None, None, None]
+    assert out["coevol_model"] == [MODEL_ID] * 3
+    for row, original in zip(out, rows):
+        assert row["coevol_original"] == [original["output"]]
+        trace = json.loads(row["coevol_trace"])
+        (round_,) = trace["turns"][0]["rounds"]
+        assert all(text.strip() for text in round_["debate"].values())
+        assert trace["usage"]["calls"] in (5, 6, 8)  # stops early without suggestions or change
+        if round_["verdicts"]:
+            # With the schema enforced by llama.cpp, the small model's verdicts are JSON.
+            assert all(json.loads(v["text"])["better"] in ("A", "B", "tie") for v in round_["verdicts"].values())
+        expected = round_["edit"] if round_["accepted"] else original["output"]
+        assert row["output"] == expected
+
+
+def test_refine_multi_turn_conversation(local_url: str) -> None:
+    row = mt_bench_conversations()[0]
+    out = Dataset.from_list([row]).map(CoEvol(endpoint=local_url, **FAST), batched=True)
+    assert out[0]["coevol_error"] is None
+    assert len(out[0]["coevol_rounds"]) == 2
+    assert [t["from"] for t in out[0]["conversations"]] == ["human", "gpt", "human", "gpt"]
+
+
+def test_cli_refine_writes_data_and_card(local_url: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "alpaca.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(2)))
+    output = tmp_path / "out"
+    code = main(["refine", str(source), "-o", str(output), "--endpoint", local_url, "--max-rounds", "1", "--max-new-tokens", "48", "--jsonl", "--token", "sekret"])
+    assert code == 0
+
+    printed = capsys.readouterr().out
+    assert "rows: 2, improved:" in printed and "LLM calls:" in printed and "wall time:" in printed
+    data = load_dataset("parquet", data_files=str(output / "data.parquet"), split="train")
+    assert len(data) == 2 and {"coevol_trace", "coevol_error", "coevol_model"} <= set(data.column_names)
+    assert len((output / "data.jsonl").read_text().splitlines()) == 2
+    card = (output / "README.md").read_text()
+    assert card.startswith("---\n") and "- coevol" in card and "size_categories:\n- n<1K" in card
+    assert f"Model: `{MODEL_ID}`" in card and "`max_rounds=1`" in card and "`max_new_tokens=48`" in card
+    assert "Rows: 2; improved:" in card
+    assert "sekret" not in card
+
+
+def test_local_server_refuses_non_loopback() -> None:
+    with pytest.raises(ConfigError, match="only loopback"):
+        LocalServer(host="0.0.0.0")
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "data.txt"
+    source.write_text("hello")
+    assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--endpoint", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unsupported file type '.txt'" in err
+
+    source = tmp_path / "data.jsonl"
+    source.write_text(json.dumps(alpaca_rows(1)[0]) + "\n")
+    assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--endpoint", "http://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("coevol-hf refine: Cannot reach http://127.0.0.1:9")

@@ -1,0 +1,38 @@
+"""Bad options are refused at construction, before any request, with what is accepted."""
+
+import pytest
+
+from coevol_hf import CoEvol, ConfigError, Prompts
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_rounds": 0}, "max_rounds must be an integer >= 1"),
+        ({"judge_mode": "vote"}, r"judge_mode must be one of \['compare', 'score'\]"),
+        ({"temperature": -1}, "temperature must be a number from 0"),
+        ({"api": "completions"}, "api must be 'chat'"),
+        ({"api": "generate"}, "needs chat_template="),
+        ({"chat_template": "{{ x }}"}, "only used with api='generate'"),
+        ({"endpoint": "gpu-box:8080"}, "must be an http:// or https:// URL"),
+        ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
+        ({"format": "jsonl"}, "format must be 'auto' or one of"),
+        ({"columns": {"answer": "x"}}, r"Unknown column role\(s\) \['answer'\]"),
+        ({"prompts": {"judge": "x"}}, r"Unknown prompt template\(s\) \['judge'\]"),
+        ({"prompts": {"editor_task": "Fix {respnse}"}}, r"unknown field\(s\) \['respnse'\]"),
+    ],
+)
+def test_bad_options(options, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CoEvol(**options)
+
+
+def test_unknown_fn_kwargs_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"Unknown option\(s\) \['rounds'\]"):
+        CoEvol()({"instruction": ["x"], "output": ["y"]}, rounds=2)
+
+
+def test_prompt_overrides_are_used() -> None:
+    prompts = Prompts(editor_task="Improve: {response}\nUsing: {suggestions}")
+    assert CoEvol(prompts=prompts).config.prompts.editor_task.startswith("Improve:")
+    assert CoEvol(prompts={"editor_task": "Improve: {response}"}).config.prompts.editor_task == "Improve: {response}"

@@ -1,0 +1,339 @@
+"""CoEvol end to end through `ds.map`, against the scripted TGI server over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import alpaca_rows
+from datasets import Dataset
+from tgi_server import Call, Error, TGIServer, default_script, prefer_longer
+
+from coevol_hf import CoEvol, EndpointError, InputFormatError, coevol_refine
+
+
+def judge_with(verdict):
+    """The default script, with the judge's answer replaced."""
+
+    def script(call: Call):
+        return verdict(call) if call.role == "judge" else default_script(call)
+
+    return script
+
+
+def refine(server: TGIServer, rows: list[dict], **options) -> Dataset:
+    return Dataset.from_list(rows).map(CoEvol(endpoint=server.url, **options), batched=True)
+
+
+def only_trace(row: dict) -> dict:
+    return json.loads(row["coevol_trace"])
+
+
+def test_accepted_edits_chain_until_max_rounds(server: TGIServer) -> None:
+    rows = alpaca_rows(2)
+    out = refine(server, rows, max_rounds=2)
+
+    for original, row in zip(rows, out):
+        assert row["output"] == original["output"] + " [edited] [edited]"
+        assert row["coevol_original"] == [original["output"]]
+        assert row["coevol_rounds"] == [2]
+        assert row["coevol_error"] is None
+        assert row["coevol_model"] == "test-org/test-model@0123abcd"
+        rounds = only_trace(row)["turns"][0]["rounds"]
+        assert [r["accepted"] for r in rounds] == [True, True]
+        assert rounds[1]["debate"]["advocate_review"].endswith(original["output"] + " [edited]")
+        assert rounds[0]["scores"] == {"old": 0.0, "new": 2.0}
+        assert rounds[0]["suggestions"] == ["Add an example.", "Be more precise.", "Mention the main caveat."]
+    assert len(server.calls) == 2 * 2 * 8
+
+
+def test_rejected_edit_keeps_the_original(server: TGIServer) -> None:
+    server.script = judge_with(lambda call: "B" if call.answers()[0].endswith("[edited]") else "A")
+    rows = alpaca_rows(2)
+    out = refine(server, rows)
+
+    assert out["output"] == [r["output"] for r in rows]
+    assert out["coevol_rounds"] == [[0], [0]]
+    rounds = only_trace(out[0])["turns"][0]["rounds"]
+    assert len(rounds) == 1 and rounds[0]["stop"] == "not_better"
+    assert rounds[0]["scores"] == {"old": 2.0, "new": 0.0}
+    assert len(server.calls) == 2 * 8
+
+
+def test_tie_is_not_an_improvement(server: TGIServer) -> None:
+    server.script = judge_with(lambda call: "Tie. Both answers are equally good.")
+    out = refine(server, alpaca_rows(1))
+
+    rounds = only_trace(out[0])["turns"][0]["rounds"]
+    assert rounds[0]["scores"] == {"old": 1.0, "new": 1.0}
+    assert rounds[0]["accepted"] is False and out[0]["coevol_rounds"] == [0]
+
+
+def test_position_bias_cancels_out(server: TGIServer) -> None:
+    server.script = judge_with(lambda call: "A")  # always the first answer shown
+    out = refine(server, alpaca_rows(1))
+
+    rounds = only_trace(out[0])["turns"][0]["rounds"]
+    assert rounds[0]["verdicts"]["old_first"]["scores"] == {"old": 1.0, "new": 0.0}
+    assert rounds[0]["verdicts"]["new_first"]["scores"] == {"old": 0.0, "new": 1.0}
+    assert out[0]["coevol_rounds"] == [0]
+
+
+def test_score_mode_averages_both_orders(server: TGIServer) -> None:
+    def scores(call: Call) -> str:
+        a, b = call.answers()
+        return "6 9\nB is better." if b.endswith("[edited]") else "9 7\nA is better."
+
+    server.script = judge_with(scores)
+    out = refine(server, alpaca_rows(1), judge_mode="score", max_rounds=1)
+
+    round_ = only_trace(out[0])["turns"][0]["rounds"][0]
+    assert round_["scores"] == {"old": 6.5, "new": 9.0}  # old: (6 + 7) / 2, new: (9 + 9) / 2
+    assert round_["accepted"] is True and out[0]["coevol_rounds"] == [1]
+    judge_tasks = [c.task for c in server.calls if c.role == "judge"]
+    assert all("Rate each answer from 1 to 10" in t for t in judge_tasks)
+
+
+def test_unreadable_verdicts_stop_refinement(server: TGIServer) -> None:
+    server.script = judge_with(lambda call: "Both have merits, hard to say which one.")
+    rows = alpaca_rows(1)
+    out = refine(server, rows, max_rounds=3)
+
+    round_ = only_trace(out[0])["turns"][0]["rounds"]
+    assert len(round_) == 1 and round_[0]["stop"] == "unreadable_verdicts" and round_[0]["scores"] is None
+    assert out[0]["output"] == rows[0]["output"]
+
+
+def test_one_readable_verdict_decides(server: TGIServer) -> None:
+    server.script = judge_with(lambda call: "B" if call.answers()[1].endswith("[edited]") else "I refuse to judge.")
+    out = refine(server, alpaca_rows(1), max_rounds=1)
+
+    round_ = only_trace(out[0])["turns"][0]["rounds"][0]
+    assert round_["verdicts"]["new_first"]["scores"] is None
+    assert round_["scores"] == {"old": 0.0, "new": 1.0} and round_["accepted"] is True
+
+
+def test_calls_of_a_round_see_the_right_context(server: TGIServer) -> None:
+    row = alpaca_rows(1)[0]
+    refine(server, [row], max_rounds=1)
+
+    by_role = {}
+    for call in server.calls:
+        by_role.setdefault(call.role, []).append(call)
+    advocate, critic = by_role["advocate"][0], by_role["critic"][0]
+    assert row["instruction"] in advocate.task and row["input"] in advocate.task and row["output"] in advocate.task
+    stage1 = {"advocate": default_script(advocate), "critic": default_script(critic)}
+
+    # Stage 2: each debater keeps its own turn and is shown the other's stage-1 review.
+    for me, other in (("advocate", "critic"), ("critic", "advocate")):
+        rebuttal = by_role[f"{me}_rebuttal"][0]
+        assert rebuttal.messages[:2] == (advocate if me == "advocate" else critic).messages
+        assert rebuttal.messages[2] == {"role": "assistant", "content": stage1[me]}
+        assert stage1[other] in rebuttal.messages[3]["content"]
+
+    advisor = by_role["advisor"][0].task
+    for text in (*stage1.values(), default_script(by_role["advocate_rebuttal"][0]), row["output"]):
+        assert text in advisor
+    editor = by_role["editor"][0].task
+    assert "- Add an example.\n- Be more precise.\n- Mention the main caveat." in editor
+    assert "A fourth one" not in editor
+
+    first, second = (c.answers() for c in by_role["judge"])
+    edit = row["output"] + " [edited]"
+    assert {first, second} == {(row["output"], edit), (edit, row["output"])}
+    assert all(c.body["response_format"]["type"] == "json" for c in by_role["judge"])
+    assert all("response_format" not in c.body for c in server.calls if c.role != "judge")
+
+
+def test_stages_run_in_the_declared_order(server: TGIServer) -> None:
+    refine(server, alpaca_rows(1), max_rounds=1)
+    roles = server.roles()
+    assert sorted(roles[:2]) == ["advocate", "critic"]
+    assert sorted(roles[2:4]) == ["advocate_rebuttal", "critic_rebuttal"]
+    assert roles[4:] == ["advisor", "editor", "judge", "judge"]
+
+
+def test_sampling_options_reach_the_server(server: TGIServer) -> None:
+    refine(server, alpaca_rows(1), max_rounds=1, temperature=0.7, max_new_tokens=321, seed=42)
+    body = server.calls[0].body
+    assert body["model"] == "tgi"  # TGI would take any other value as a LoRA adapter id
+    assert (body["temperature"], body["max_tokens"], body["seed"]) == (0.7, 321, 42)
+
+
+def test_generate_route_renders_the_chat_template() -> None:
+    template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    with TGIServer() as server:
+        out = refine(server, alpaca_rows(1), max_rounds=1, api="generate", chat_template=template)
+        assert {c.path for c in server.calls} == {"/generate"}
+        first = server.calls[0].body
+        assert first["inputs"].startswith("<|system|>") and first["inputs"].endswith("<|assistant|>")
+        assert first["parameters"]["do_sample"] is False and "temperature" not in first["parameters"]
+        judge = next(c for c in server.calls if c.role == "judge")
+        assert judge.body["parameters"]["grammar"]["type"] == "json"
+        assert out[0]["coevol_rounds"] == [1]
+
+
+def test_messages_api_server_gets_openai_structured_output() -> None:
+    with TGIServer(kind="vllm") as server:
+        out = refine(server, alpaca_rows(1), max_rounds=1)
+        judge = next(c for c in server.calls if c.role == "judge")
+        assert judge.body["model"] == "test-org/test-model"
+        assert judge.body["response_format"]["type"] == "json_schema"
+        assert judge.body["response_format"]["json_schema"]["schema"]["required"] == ["better", "reason"]
+        assert out[0]["coevol_model"] == "test-org/test-model"
+
+
+def test_multi_turn_rows_refine_every_assistant_turn_in_order(server: TGIServer) -> None:
+    rows = [
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Name a prime."},
+                {"role": "assistant", "content": "Seven."},
+                {"role": "user", "content": "And another?"},
+                {"role": "assistant", "content": "Eleven."},
+            ]
+        }
+    ]
+    out = refine(server, rows, max_rounds=1)
+
+    assert [m["content"] for m in out[0]["messages"]] == ["Be brief.", "Name a prime.", "Seven. [edited]", "And another?", "Eleven. [edited]"]
+    assert out[0]["coevol_original"] == ["Seven.", "Eleven."]
+    assert out[0]["coevol_rounds"] == [1, 1]
+    second_turn = [c for c in server.calls if c.role == "advocate"][1].task
+    assert "System: Be brief." in second_turn and "Assistant: Seven. [edited]" in second_turn
+    assert "Instruction:\nAnd another?" in second_turn
+
+
+def test_bad_rows_are_recorded_and_others_refined(server: TGIServer) -> None:
+    rows = [
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]},
+        {"conversations": [{"from": "gpt", "value": "I speak first"}, {"from": "human", "value": "?"}]},
+        {"conversations": [{"from": "human", "value": "Only a question"}]},
+        {"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": None}]},
+        {"conversations": [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Goodbye!"}]},
+    ]
+    out = refine(server, rows, max_rounds=1)
+
+    assert len(out) == 5
+    assert out[0]["conversations"][1]["value"] == "Hello! [edited]"
+    assert out[4]["conversations"][1]["value"] == "Goodbye! [edited]"
+    assert out[1]["coevol_error"].startswith("input: ") and "must follow a user turn" in out[1]["coevol_error"]
+    assert "no assistant turn" in out[2]["coevol_error"]
+    assert "must be a string" in out[3]["coevol_error"]
+    for i in (1, 2, 3):
+        assert out[i]["conversations"] == rows[i]["conversations"]
+        assert out[i]["coevol_rounds"] == [] and out[i]["coevol_trace"] is None
+    assert [out[i]["coevol_error"] for i in (0, 4)] == [None, None]
+
+
+def test_server_error_fails_only_its_row(server: TGIServer) -> None:
+    def script(call: Call):
+        if "TOO LONG" in call.task:
+            return Error(422, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 4000 `inputs` tokens and 1000 `max_new_tokens`", "validation")
+        return default_script(call)
+
+    server.script = script
+    rows = alpaca_rows(3)
+    rows[1]["instruction"] = "TOO LONG " + rows[1]["instruction"]
+    out = refine(server, rows, max_rounds=1)
+
+    assert out[1]["coevol_error"].startswith("validation: HTTP 422: Input validation error: `inputs` tokens")
+    assert out[1]["output"] == rows[1]["output"] and out[1]["coevol_original"] == [rows[1]["output"]]
+    assert out[0]["coevol_error"] is None and out[2]["coevol_error"] is None
+    assert out["instruction"] == [r["instruction"] for r in rows]
+
+
+def test_non_json_error_body_is_recorded(server: TGIServer) -> None:
+    server.script = lambda call: Error(502, "", "", body="<html><body>502 Bad Gateway</body></html>")
+    out = refine(server, alpaca_rows(1))
+    assert out[0]["coevol_error"] == "server: HTTP 502: <html><body>502 Bad Gateway</body></html>"
+
+
+def test_first_batch_of_errors_does_not_fix_column_types(server: TGIServer) -> None:
+    rows = [{"instruction": "x", "output": ""}] * 2 + alpaca_rows(2)
+    out = Dataset.from_list(rows).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True, batch_size=2)
+    assert out["coevol_error"][:2] == ["input: column 'output' must be a non-empty string, got str ''"] * 2
+    assert out["coevol_error"][2:] == [None, None]
+    assert out.features["coevol_rounds"].feature.dtype == "int32"
+
+
+def test_no_usable_columns_fails_before_any_request(server: TGIServer) -> None:
+    ds = Dataset.from_list([{"prompt": "a", "completion": "b"}])
+    with pytest.raises(InputFormatError, match=r"Accepted: Alpaca .* ShareGPT .* messages"):
+        ds.map(CoEvol(endpoint=server.url), batched=True)
+    # The fingerprint names the served model: one free GET /info, and no LLM call.
+    assert server.calls == [] and server.metadata_requests == ["/info"]
+
+
+def test_pinned_model_needs_no_request_to_fail_on_bad_columns(server: TGIServer) -> None:
+    ds = Dataset.from_list([{"prompt": "a", "completion": "b"}])
+    with pytest.raises(InputFormatError):
+        ds.map(CoEvol(endpoint=server.url, model="test-org/test-model"), batched=True)
+    assert server.calls == [] and server.metadata_requests == []
+
+
+def test_column_mapping_reads_other_names(server: TGIServer) -> None:
+    ds = Dataset.from_list([{"prompt": "Say hi", "completion": "hi"}])
+    out = ds.map(CoEvol(endpoint=server.url, max_rounds=1, columns={"instruction": "prompt", "output": "completion"}), batched=True)
+    assert out[0]["completion"] == "hi [edited]" and out[0]["prompt"] == "Say hi"
+
+
+def test_unreachable_endpoint_fails_before_rows() -> None:
+    with TGIServer() as server:
+        url = server.url
+    with pytest.raises(EndpointError, match="Cannot reach http://127.0.0.1:.*Start the server"):
+        Dataset.from_list(alpaca_rows(1)).map(CoEvol(endpoint=url), batched=True)
+
+
+def test_not_an_llm_server_fails_before_rows(server: TGIServer) -> None:
+    with pytest.raises(EndpointError, match="does not look like an LLM server"):
+        Dataset.from_list(alpaca_rows(1)).map(CoEvol(endpoint=server.url + "/not-an-llm"), batched=True)
+    assert server.calls == []
+
+
+def test_model_pin_is_checked_against_the_server(server: TGIServer) -> None:
+    with pytest.raises(Exception, match="serves 'test-org/test-model@0123abcd'"):
+        refine(server, alpaca_rows(1), model="other/model")
+
+
+def test_coevol_refine_reads_the_endpoint_from_the_environment(server: TGIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COEVOL_ENDPOINT", server.url)
+    out = Dataset.from_list(alpaca_rows(1)).map(coevol_refine, batched=True, fn_kwargs={"max_rounds": 1})
+    assert out[0]["coevol_rounds"] == [1]
+    assert len(server.calls) == 8
+
+
+def test_hf_token_is_not_sent_to_a_foreign_server(server: TGIServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_do_not_leak")
+    refine(server, alpaca_rows(1), max_rounds=1)
+    assert server.calls and all("Authorization" not in c.headers for c in server.calls)
+
+
+def test_explicit_token_is_sent(server: TGIServer) -> None:
+    refine(server, alpaca_rows(1), max_rounds=1, token="tgi-api-key")
+    assert {c.headers.get("Authorization") for c in server.calls} == {"Bearer tgi-api-key"}
+
+
+def test_works_inside_a_running_event_loop(server: TGIServer) -> None:
+    """As in a notebook, whose thread already runs an event loop."""
+
+    async def notebook_cell():
+        return Dataset.from_list(alpaca_rows(2)).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True)
+
+    out = asyncio.run(notebook_cell())
+    assert out["coevol_rounds"] == [[1], [1]]
+
+
+def test_rows_of_a_batch_are_refined_concurrently() -> None:
+    with TGIServer(delay=0.05) as server:
+        refine(server, alpaca_rows(16), max_rounds=1, max_concurrency=64)
+    # Each row has two independent calls per debate stage: 16 rows overlap only if rows run together.
+    assert server.peak_in_flight > 16, server.peak_in_flight
+
+
+def test_concurrency_bound_is_respected() -> None:
+    with TGIServer(delay=0.02) as server:
+        refine(server, alpaca_rows(12), max_rounds=1, max_concurrency=3)
+    assert server.peak_in_flight == 3

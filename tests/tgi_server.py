@@ -1,0 +1,238 @@
+"""An in-process HTTP server on 127.0.0.1 that speaks TGI's routes and error bodies.
+
+Replies come from a script: a function of the agent role (recognised from the system prompt)
+and the parsed request, so tests can steer each path of the algorithm (accept, reject, tie,
+unreadable verdicts, server errors) and then check what the server received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import threading
+import time
+from typing import Any, Callable
+
+from aiohttp import web
+
+from coevol_hf.prompts import Prompts
+
+_DEFAULTS = Prompts()
+PERSONA_ROLES = {
+    _DEFAULTS.advocate_persona: "advocate",
+    _DEFAULTS.critic_persona: "critic",
+    _DEFAULTS.advisor_persona: "advisor",
+    _DEFAULTS.editor_persona: "editor",
+    _DEFAULTS.judge_persona: "judge",
+}
+
+
+@dataclasses.dataclass
+class Call:
+    """One request as the server received it."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return self.body.get("messages", [])
+
+    @property
+    def role(self) -> str:
+        """The agent role, stage-2 debaters named `<role>_rebuttal`."""
+        if "messages" in self.body:
+            system = self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else ""
+            role = PERSONA_ROLES.get(system, "unknown")
+            return f"{role}_rebuttal" if role in ("advocate", "critic") and len(self.messages) > 2 else role
+        prompt = self.body.get("inputs", "")
+        return next((role for persona, role in PERSONA_ROLES.items() if persona in prompt), "unknown")
+
+    @property
+    def task(self) -> str:
+        """The last user message (chat) or the prompt (generate)."""
+        return self.messages[-1]["content"] if self.messages else self.body.get("inputs", "")
+
+    def answers(self) -> tuple[str, str]:
+        """The two answers a judge request compares, as (A, B)."""
+        a = re.search(r"\[Answer A\]\n(.*?)\n\[End of answer A\]", self.task, re.S)
+        b = re.search(r"\[Answer B\]\n(.*?)\n\[End of answer B\]", self.task, re.S)
+        assert a and b, f"not a judge request: {self.task[:200]}"
+        return a.group(1), b.group(1)
+
+    def response_under_review(self) -> str:
+        match = re.search(r"(?:Answer under review|Current answer):\n(.*?)\n\n(?:Argue that|Suggestions:|Review in favour)", self.task, re.S)
+        assert match, f"no answer in: {self.task[:200]}"
+        return match.group(1)
+
+
+@dataclasses.dataclass
+class Error:
+    """Answer with an HTTP error in TGI's shape instead of a reply text."""
+
+    status: int
+    message: str
+    error_type: str
+    body: str | None = None  # a raw body instead of TGI's JSON (a proxy's error page, say)
+
+
+Script = Callable[[Call], "str | Error"]
+
+
+def default_script(call: Call) -> str | Error:
+    """Debaters and advisor give fixed texts; the editor appends " [edited]"; the judge prefers the longer answer."""
+    if call.role == "advisor":
+        return "- Add an example.\n- Be more precise.\n- Mention the main caveat.\n- A fourth one to drop."
+    if call.role == "editor":
+        return call.response_under_review() + " [edited]"
+    if call.role == "judge":
+        return prefer_longer(call)
+    return f"{call.role} review of: {call.response_under_review() if call.role in ('advocate', 'critic') else 'the other review'}"
+
+
+def prefer_longer(call: Call) -> str:
+    a, b = call.answers()
+    return "A\nIt is more complete." if len(a) > len(b) else "B\nIt is more complete."
+
+
+class TGIServer:
+    """Start with `with TGIServer(script) as server:`; `server.url`, `server.calls`."""
+
+    def __init__(
+        self,
+        script: Script = default_script,
+        *,
+        model_id: str = "test-org/test-model",
+        model_sha: str = "0123abcd",
+        kind: str = "tgi",
+        delay: float = 0.0,
+    ) -> None:
+        self.script = script
+        self.model_id = model_id
+        self.model_sha = model_sha
+        self.kind = kind
+        self.delay = delay
+        self.calls: list[Call] = []
+        self.metadata_requests: list[str] = []
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> "TGIServer":
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/generate", self._generate)
+        app.router.add_get("/info", self._info)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    # -- what the tests read ----------------------------------------------------------------
+
+    def roles(self) -> list[str]:
+        return [c.role for c in self.calls]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+            self.metadata_requests.clear()
+
+    # -- routes -----------------------------------------------------------------------------
+
+    async def _info(self, request: web.Request) -> web.Response:
+        self.metadata_requests.append("/info")
+        if self.kind != "tgi":
+            return web.json_response({"error": "Not Found", "error_type": "not_found"}, status=404)
+        return web.json_response(
+            {
+                "model_id": self.model_id,
+                "model_sha": self.model_sha,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": 128,
+                "max_best_of": 2,
+                "max_stop_sequences": 4,
+                "max_input_tokens": 4095,
+                "max_total_tokens": 4096,
+                "validation_workers": 2,
+                "max_client_batch_size": 4,
+                "router": "text-generation-router",
+                "version": "3.3.6",
+            }
+        )
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.metadata_requests.append("/v1/models")
+        return web.json_response({"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": self.kind}]})
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+            outcome = self.script(call)
+        finally:
+            self.in_flight -= 1
+        if isinstance(outcome, Error):
+            return _error_response(outcome)
+        return web.json_response(
+            {
+                "object": "chat.completion",
+                "id": "",
+                "created": int(time.time()),
+                "model": self.model_id,
+                "system_fingerprint": "3.3.6-native",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": outcome}, "logprobs": None, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": len(json.dumps(call.messages)) // 4, "completion_tokens": len(outcome) // 4, "total_tokens": 0},
+            }
+        )
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        if call.body.get("parameters", {}).get("temperature") == 0:
+            return _error_response(Error(422, "Input validation error: `temperature` must be strictly positive", "validation"))
+        outcome = self.script(call)
+        if isinstance(outcome, Error):
+            return _error_response(outcome)
+        return web.json_response(
+            {"generated_text": outcome, "details": {"finish_reason": "eos_token", "generated_tokens": len(outcome) // 4, "seed": None, "prefill": [], "tokens": []}}
+        )
+
+    async def _record(self, request: web.Request) -> Call:
+        call = Call(request.path, dict(request.headers), await request.json())
+        with self._lock:
+            self.calls.append(call)
+        return call
+
+
+def _error_response(error: Error) -> web.Response:
+    if error.body is not None:
+        return web.Response(status=error.status, text=error.body, content_type="text/html")
+    return web.json_response({"error": error.message, "error_type": error.error_type}, status=error.status)
