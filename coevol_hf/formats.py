@@ -66,6 +66,10 @@ class Columns:
             "Rename columns with columns={'instruction': ..., 'output': ...} or pass format=..."
         )
 
+    def response_column(self, fmt: Format) -> str:
+        """The column whose content is replaced by the refined text."""
+        return {"alpaca": self.output, "sharegpt": self.conversations, "messages": self.messages}[fmt]
+
     def source_columns(self, fmt: Format) -> tuple[str, ...]:
         return {
             "alpaca": (self.instruction, self.input, self.output),

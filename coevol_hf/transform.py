@@ -175,7 +175,8 @@ class CoEvol:
         rows = [{c: batch[c][i] for c in present} for i in range(size)]
         results = await asyncio.gather(*(self._refine_row(fmt, row) for row in rows))
 
-        written = {c: list(batch[c]) for c in present if c not in (columns.input, columns.instruction)}
+        target = columns.response_column(fmt)
+        written = list(batch[target])
         originals, rounds, traces, errors = [], [], [], []
         for i, (row, result) in enumerate(zip(rows, results)):
             if isinstance(result, RowError):
@@ -185,14 +186,13 @@ class CoEvol:
                 errors.append(str(result))
                 continue
             original, refined = result
-            for column, value in write_row(fmt, row, columns, refined.responses).items():
-                written[column][i] = value
+            written[i] = write_row(fmt, row, columns, refined.responses)[target]
             originals.append(original)
             rounds.append(refined.accepted_rounds)
             traces.append(json.dumps(_trace(refined, server, self.config), ensure_ascii=False))
             errors.append(None)
         return {
-            **written,
+            target: written,
             "coevol_original": _typed(originals, pa.list_(pa.string())),
             "coevol_rounds": _typed(rounds, pa.list_(pa.int32())),
             "coevol_trace": _typed(traces, pa.string()),
