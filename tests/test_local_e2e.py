@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -89,3 +95,21 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--endpoint", "http://127.0.0.1:9"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("coevol-hf refine: Cannot reach http://127.0.0.1:9")
+
+
+def test_cli_serve_prints_url_and_stops_on_ctrl_c() -> None:
+    command = [sys.executable, "-m", "coevol_hf.cli", "serve", "--port", "0", "--parallel", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert url, f"no URL in {line!r}"
+        with urllib.request.urlopen(f"{url.group()}/v1/models", timeout=30) as answer:
+            models = json.load(answer)
+        assert [m["id"] for m in models["data"]] == [MODEL_ID]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url.group()}/v1/models", timeout=5)
