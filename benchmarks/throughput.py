@@ -1,0 +1,167 @@
+"""How full coevol-hf keeps a server's slots, and what it costs on the client.
+
+Starts `tgi_simulator.py` in its own process, refines N rows of real Self-Instruct seed tasks
+(repeated, each copy numbered so no two requests are equal) and prints one JSON line per mode:
+
+- `map`: `ds.map(CoEvol(...), batched=True)`, the plain call a user writes;
+- `async-map`: the same transform wrapped in an `async def` so that `datasets`' own async
+  support runs batches concurrently (each in a worker thread);
+- `sequential`: every row's calls strictly one after another, `--concurrency` rows at a time,
+  the execution model of the original CoEvol code (a thread pool of sequential samples).
+
+    python benchmarks/throughput.py --rows 500 --modes map sequential
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, load_dataset
+from datasets.utils.logging import disable_progress_bar
+
+from coevol_hf import CoEvol
+from coevol_hf.client import EndpointClient
+from coevol_hf.formats import read_row
+
+SEED_TASKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
+
+
+def alpaca_file(rows: int, directory: Path) -> Path:
+    """`rows` Alpaca rows from the 175 seed tasks, copies numbered so every prompt is distinct."""
+    tasks = [json.loads(line) for line in SEED_TASKS.read_text().splitlines()]
+    path = directory / f"seed_tasks_{rows}.jsonl"
+    with path.open("w") as out:
+        for i in range(rows):
+            task = tasks[i % len(tasks)]
+            instance = task["instances"][0]
+            copy = f" (copy {i // len(tasks)})" if i >= len(tasks) else ""
+            out.write(json.dumps({"instruction": task["instruction"] + copy, "input": instance["input"], "output": instance["output"]}) + "\n")
+    return path
+
+
+class SimulatorProcess:
+    def __init__(self, slots: int, service_time: float) -> None:
+        script = Path(__file__).with_name("tgi_simulator.py")
+        command = [sys.executable, str(script), "--slots", str(slots), "--service-time", str(service_time)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.url + "/stats") as answer:
+            return json.load(answer)
+
+    def reset(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(self.url + "/stats/reset", method="POST")).close()
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def run_map(transform: CoEvol, dataset: Dataset, batch_size: int) -> Dataset:
+    return dataset.map(transform, batched=True, batch_size=batch_size, load_from_cache_file=False)
+
+
+def run_async_map(transform: CoEvol, dataset: Dataset, batch_size: int) -> Dataset:
+    async def refine(batch: dict[str, list]) -> dict[str, list]:
+        return await asyncio.to_thread(transform, batch)
+
+    return dataset.map(refine, batched=True, batch_size=batch_size, load_from_cache_file=False)
+
+
+def run_sequential(transform: CoEvol, dataset: Dataset, concurrency: int) -> int:
+    """Each row's agents called one after another; `concurrency` rows at a time."""
+    from coevol_hf.protocol import refine_conversation
+
+    fmt = transform.config.columns.detect(dataset.column_names)
+
+    async def main() -> int:
+        client = EndpointClient(transform.connection, transform.config, transform.server)
+        rows = asyncio.Semaphore(concurrency)
+
+        async def one(row: dict[str, Any]) -> None:
+            one_at_a_time = asyncio.Lock()
+
+            async def chat(messages: Any, *, schema: dict | None = None) -> Any:
+                async with one_at_a_time:
+                    return await client(messages, schema=schema)
+
+            async with rows:
+                await refine_conversation(read_row(fmt, row, transform.config.columns), transform.config, chat)
+
+        await asyncio.gather(*(one(row) for row in dataset))
+        await client.aclose()
+        return client.calls_made
+
+    return asyncio.run(main())
+
+
+def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, dataset: Dataset) -> dict[str, Any]:
+    transform = CoEvol(endpoint=simulator.url, max_rounds=args.max_rounds, max_concurrency=args.concurrency)
+    transform.server  # the one /info request, outside the measured time
+    simulator.reset()
+    cpu, wall = time.process_time(), time.perf_counter()
+    if mode == "map":
+        run_map(transform, dataset, args.batch_size)
+        calls = transform.calls_made
+    elif mode == "async-map":
+        run_async_map(transform, dataset, args.batch_size)
+        calls = transform.calls_made
+    else:
+        calls = run_sequential(transform, dataset, args.concurrency)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    server = simulator.stats()
+    return {
+        "mode": mode,
+        "rows": len(dataset),
+        "batch_size": args.batch_size if mode != "sequential" else None,
+        "concurrency": args.concurrency,
+        "slots": args.slots,
+        "service_time": args.service_time,
+        "wall_s": round(wall, 2),
+        "utilization": round(server["busy_slot_seconds"] / (args.slots * wall), 3),
+        "calls": calls,
+        "calls_per_s": round(calls / wall, 1),
+        "client_cpu_ms_per_call": round(1000 * cpu / max(calls, 1), 3),
+        "server_429s": server["overloaded"],
+        "peak_in_flight": server["peak_in_flight"],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rows", type=int, default=500)
+    parser.add_argument("--modes", nargs="+", default=["map", "sequential"], choices=["map", "async-map", "sequential"])
+    parser.add_argument("--batch-size", type=int, default=1000, help="map's batch_size (datasets' default: 1000)")
+    parser.add_argument("--slots", type=int, default=32)
+    parser.add_argument("--service-time", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=32, help="max_concurrency, and rows at a time in sequential mode")
+    parser.add_argument("--max-rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    disable_progress_bar()
+    simulator = SimulatorProcess(args.slots, args.service_time)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["HF_DATASETS_CACHE"] = tmp
+            dataset = load_dataset("json", data_files=str(alpaca_file(args.rows, Path(tmp))), split="train", cache_dir=tmp)
+            for mode in args.modes:
+                print(json.dumps(measure(mode, args, simulator, dataset)), flush=True)
+    finally:
+        simulator.close()
+
+
+if __name__ == "__main__":
+    main()
