@@ -107,8 +107,8 @@ def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: floa
         pretty_name=f"{Path(args.input).stem} (CoEvol-refined)",
     )
     (output / "README.md").write_text(card, encoding="utf-8")
-    calls_made = None if args.num_proc else transform.calls_made
-    print(format_stats(stats, calls_made=calls_made, seconds=seconds))
+    made = None if args.num_proc else (transform.calls_made, transform.cache_hits, transform.cache_misses)
+    print(format_stats(stats, calls=made, seconds=seconds))
     print(f"wrote {output / 'data.parquet'}" + (f", {output / 'data.jsonl'}" if args.jsonl else "") + f" and {output / 'README.md'}")
 
 
@@ -168,8 +168,13 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "structured_judge": not args.no_structured_judge,
         "format": args.format,
+        "on_error": args.on_error,
         "max_concurrency": args.max_concurrency,
         "timeout": args.timeout,
+        "max_retries": args.max_retries,
+        "retry_backoff": args.retry_backoff,
+        "request_cache": not args.no_request_cache,
+        "cache_dir": args.cache_dir,
         "token": args.token or os.environ.get("COEVOL_TOKEN"),
     }
     if args.chat_template:
@@ -227,7 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     refine.add_argument("input", help="a .json/.jsonl/.parquet/.csv file, or a Hub dataset id")
     refine.add_argument("--output", "-o", required=True, help="directory for data.parquet and README.md")
     target = refine.add_mutually_exclusive_group()
-    target.add_argument("--endpoint", help="TGI or Messages API server URL (default: $COEVOL_ENDPOINT)")
+    target.add_argument("--endpoint", help="TGI or Messages API server URL, comma-separated for replicas (default: $COEVOL_ENDPOINT)")
     target.add_argument("--local", action="store_true", help="start and use the local model")
     refine.add_argument("--split", default="train")
     refine.add_argument("--limit", type=int, help="refine only the first N rows")
@@ -247,8 +252,13 @@ def _parser() -> argparse.ArgumentParser:
     refine.add_argument("--prompts", help="JSON file of prompt template overrides")
     refine.add_argument("--format", choices=["auto", "alpaca", "sharegpt", "messages"])
     refine.add_argument("--column", action="append", help="ROLE=NAME column mapping, repeatable")
-    refine.add_argument("--max-concurrency", type=int, default=64)
-    refine.add_argument("--timeout", type=float, default=600.0)
+    refine.add_argument("--on-error", choices=["record", "raise"], default="record", help="a failed row: write coevol_error, or stop")
+    refine.add_argument("--max-concurrency", type=int, default=64, help="calls in flight per endpoint at most")
+    refine.add_argument("--timeout", type=float, default=600.0, help="seconds per call")
+    refine.add_argument("--max-retries", type=int, default=6)
+    refine.add_argument("--retry-backoff", type=float, default=1.0, help="first wait before a retry, in seconds")
+    refine.add_argument("--no-request-cache", action="store_true", help="do not keep or reuse answered calls")
+    refine.add_argument("--cache-dir", help="where the request cache lives (default: $HF_HOME/coevol-hf)")
     refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
     refine.set_defaults(run=_refine)
 

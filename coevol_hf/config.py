@@ -1,8 +1,9 @@
 """The options of a run, split by whether they can change the refined text.
 
 `RefineConfig` holds everything that decides outputs (model, sampling, rounds, judge mode,
-prompts, columns) and is what the `datasets` fingerprint hashes. `Connection` holds how to
-reach the server (endpoint, concurrency, timeout, token): changing it never invalidates a cache.
+prompts, columns, what a failed row does) and is what the `datasets` fingerprint hashes.
+`Connection` holds how to reach the servers (endpoints, concurrency, timeout, retries, token,
+request cache): changing it never invalidates a cache.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .formats import Columns
@@ -17,6 +19,7 @@ from .judge import JUDGE_MODES, JudgeMode
 from .prompts import Prompts
 
 Api = Literal["chat", "generate"]
+OnError = Literal["record", "raise"]
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 ENDPOINT_ENV = "COEVOL_ENDPOINT"
@@ -36,6 +39,7 @@ class RefineConfig:
     chat_template: str | None = None
     model: str | None = None
     structured_judge: bool = True
+    on_error: OnError = "record"
     prompts: Prompts = dataclasses.field(default_factory=Prompts)
     columns: Columns = dataclasses.field(default_factory=Columns)
 
@@ -51,6 +55,8 @@ class RefineConfig:
             raise ConfigError(f"temperature must be a number from 0 (greedy) to 2, not {self.temperature!r}.")
         if not isinstance(self.structured_judge, bool):
             raise ConfigError(f"structured_judge must be True or False, not {self.structured_judge!r}.")
+        if self.on_error not in ("record", "raise"):
+            raise ConfigError(f"on_error must be 'record' (write coevol_error and go on) or 'raise' (stop the run), not {self.on_error!r}.")
         if self.api not in ("chat", "generate"):
             raise ConfigError(f"api must be 'chat' (Messages API) or 'generate' (TGI's native route), not {self.api!r}.")
         if self.api == "generate" and not (isinstance(self.chat_template, str) and self.chat_template.strip()):
@@ -68,30 +74,52 @@ class RefineConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Connection:
-    """How to reach the server; never part of the fingerprint, never written anywhere."""
+    """How to reach the servers; never part of the fingerprint, never written anywhere.
 
-    endpoint: str = DEFAULT_ENDPOINT
+    `endpoints` are replicas of one model: requests go to the least busy one. `max_retries`
+    bounds the retries of a call after 429, 5xx, timeouts and connection errors; the wait starts
+    at `retry_backoff` seconds and doubles (with jitter) unless the server says `Retry-After`.
+    """
+
+    endpoints: tuple[str, ...] = (DEFAULT_ENDPOINT,)
     max_concurrency: int = 64
     timeout: float = 600.0
     token: str | None = dataclasses.field(default=None, repr=False)
+    max_retries: int = 6
+    retry_backoff: float = 1.0
+    request_cache: bool = True
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.endpoint, str) or not self.endpoint.startswith(("http://", "https://")):
-            raise ConfigError(f"endpoint must be an http:// or https:// URL, not {self.endpoint!r}.")
+        endpoints = (self.endpoints,) if isinstance(self.endpoints, str) else tuple(self.endpoints)
+        if not endpoints:
+            raise ConfigError("endpoint needs at least one URL.")
+        for endpoint in endpoints:
+            if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+                raise ConfigError(f"endpoint must be an http:// or https:// URL (or a list of them), not {endpoint!r}.")
+            if "@" in urlsplit(endpoint).netloc:
+                # A URL is printed in logs, errors and cards; a secret must not ride in it.
+                raise ConfigError("endpoint URLs must not carry credentials (user:password@); pass token= instead.")
+        object.__setattr__(self, "endpoints", tuple(dict.fromkeys(e.rstrip("/") for e in endpoints)))
         _check_int("max_concurrency", self.max_concurrency, minimum=1)
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, (int, float)) or self.timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, not {self.timeout!r}.")
-        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+        _check_int("max_retries", self.max_retries, minimum=0)
+        for name in ("timeout", "retry_backoff"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}.")
+        if not isinstance(self.request_cache, bool):
+            raise ConfigError(f"request_cache must be True or False, not {self.request_cache!r}.")
 
     @staticmethod
-    def default_endpoint() -> str:
-        return os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
+    def default_endpoints() -> tuple[str, ...]:
+        """`COEVOL_ENDPOINT` (comma-separated for several replicas), else TGI's usual local port."""
+        return _split_endpoints(os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT)
 
 
 def build_config(options: Mapping[str, Any]) -> tuple[RefineConfig, Connection]:
     """Split keyword options into the two configs, refusing unknown names with the known ones."""
     refine_names = {f.name for f in dataclasses.fields(RefineConfig)} | {"format"}
-    connection_names = {f.name for f in dataclasses.fields(Connection)}
+    connection_names = {f.name for f in dataclasses.fields(Connection)} - {"endpoints"} | {"endpoint"}
     unknown = set(options) - refine_names - connection_names
     if unknown:
         raise ConfigError(f"Unknown option(s) {sorted(unknown)}; known: {sorted(refine_names | connection_names)}.")
@@ -100,9 +128,16 @@ def build_config(options: Mapping[str, Any]) -> tuple[RefineConfig, Connection]:
     fmt = refine.pop("format", None)
     refine["columns"] = _columns(columns, fmt)
     refine["prompts"] = Prompts.from_value(refine.get("prompts"))
-    connection = {k: v for k, v in options.items() if k in connection_names and v is not None}
-    connection.setdefault("endpoint", Connection.default_endpoint())
+    connection = {k: v for k, v in options.items() if k in connection_names - {"endpoint"} and v is not None}
+    endpoint = options.get("endpoint")
+    connection["endpoints"] = Connection.default_endpoints() if endpoint is None else _split_endpoints(endpoint)
     return RefineConfig(**refine), Connection(**connection)
+
+
+def _split_endpoints(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
 
 
 def _columns(columns: Columns | Mapping[str, str] | None, fmt: str | None) -> Columns:

@@ -1,8 +1,8 @@
 """Every exception coevol-hf raises, in one tree.
 
 Errors that stop a run before any money is spent derive from `ConfigError`; errors about the
-server from `EndpointError`. A single row that cannot be refined never raises: its reason is
-written to the row's `coevol_error` column instead (see `RowError`).
+server from `EndpointError`. A single row that cannot be refined does not stop the run: its
+reason is written to the row's `coevol_error` column (see `RowError`), unless `on_error="raise"`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class EndpointError(CoEvolError, ConnectionError):
 
 
 class RowError(CoEvolError):
-    """Why one row could not be refined; recorded in `coevol_error`, never raised to the user.
+    """Why one row could not be refined: recorded in `coevol_error`, or raised with `on_error="raise"`.
 
     `kind` is a short stable label ("input", "validation", "server", ...) that summaries group by.
     """

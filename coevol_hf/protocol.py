@@ -87,8 +87,8 @@ async def _run_round(chat: Chat, config: RefineConfig, context: str, instruction
         return [_system(prompts.render(persona)), _user(prompts.render(task, **fields, response=response))]
 
     advocate, critic = opening("advocate_persona", "advocate_task"), opening("critic_persona", "critic_task")
-    advocate_review, critic_review = await _both(chat(advocate), chat(critic))
-    advocate_rebuttal, critic_rebuttal = await _both(
+    advocate_review, critic_review = await gather_or_cancel(chat(advocate), chat(critic))
+    advocate_rebuttal, critic_rebuttal = await gather_or_cancel(
         chat([*advocate, _assistant(advocate_review.text), _user(prompts.render("rebuttal_task", other_review=critic_review.text))]),
         chat([*critic, _assistant(critic_review.text), _user(prompts.render("rebuttal_task", other_review=advocate_review.text))]),
     )
@@ -118,7 +118,7 @@ async def _run_round(chat: Chat, config: RefineConfig, context: str, instruction
     def judge(a: str, b: str) -> Awaitable[Reply]:
         return chat([_system(prompts.render("judge_persona")), _user(prompts.render(judge_task, **fields, response_a=a, response_b=b))], schema=schema)
 
-    old_first, new_first = await _both(judge(response, edit), judge(edit, response))
+    old_first, new_first = await gather_or_cancel(judge(response, edit), judge(edit, response))
     decision = merge(parse_verdict(old_first.text, config.judge_mode), parse_verdict(new_first.text, config.judge_mode), config.judge_mode)
     trace["verdicts"] = {
         "old_first": {"text": old_first.text, "scores": _pair(decision.old_first)},
@@ -147,17 +147,16 @@ def _render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> s
     return "\n".join(lines) + "\n\n"
 
 
-async def _both(first: Awaitable[T], second: Awaitable[T]) -> tuple[T, T]:
-    """Run two calls concurrently; if one fails, cancel the other instead of paying for it."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
+    """Run calls concurrently; if one fails, cancel the others instead of paying for them."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
-        a, b = await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return a, b
 
 
 class _Metered:

@@ -74,14 +74,14 @@ def _winner(scores: Mapping[str, float]) -> str:
     return "new" if scores["new"] > scores["old"] else "old" if scores["old"] > scores["new"] else "tie"
 
 
-def format_stats(stats: RunStats, *, calls_made: int | None = None, seconds: float | None = None) -> str:
-    """The human summary printed at the end of a run."""
+def format_stats(stats: RunStats, *, calls: tuple[int, int, int] | None = None, seconds: float | None = None) -> str:
+    """The human summary printed at the end of a run. `calls`: this process's (requests sent,
+    request-cache hits, misses); rows loaded from the `datasets` cache make none of them."""
     share = f" ({stats.rows_improved / stats.rows:.0%})" if stats.rows else ""
     lines = [
         f"rows: {stats.rows}, improved: {stats.rows_improved}{share}",
         "accepted edits per turn: " + (", ".join(f"{k}: {v}" for k, v in stats.rounds_histogram.items()) or "none"),
-        f"LLM calls: {stats.llm_calls}"
-        + (f" ({calls_made} made by this run, {stats.llm_calls - calls_made} reused from cache)" if calls_made is not None else ""),
+        f"LLM calls: {stats.llm_calls}" + (_call_sources(*calls) if calls is not None else ""),
         f"tokens: {stats.prompt_tokens} prompt, {stats.completion_tokens} completion",
         f"judge orders agree: {stats.judges_agree} of {stats.judged_rounds} judged rounds",
         "errors: " + (", ".join(f"{k}: {v}" for k, v in stats.errors_by_kind.items()) or "none"),
@@ -89,3 +89,7 @@ def format_stats(stats: RunStats, *, calls_made: int | None = None, seconds: flo
     if seconds is not None:
         lines.append(f"wall time: {seconds:.1f} s")
     return "\n".join(lines)
+
+
+def _call_sources(sent: int, hits: int, misses: int) -> str:
+    return f" (request cache: {hits} hits, {misses} misses; HTTP requests sent: {sent}, retries included)"

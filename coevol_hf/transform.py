@@ -29,10 +29,10 @@ from datasets.utils._dill import pklregister
 from . import __version__
 from .client import EndpointClient, ServerInfo, probe_server
 from .config import Connection, RefineConfig, build_config
-from .errors import ConfigError, RowError
+from .errors import ConfigError, EndpointError, RowError
 from .formats import Columns, Format, read_row, write_row
 from .prompts import Prompts
-from .protocol import refine_conversation
+from .protocol import RefinedConversation, gather_or_cancel, refine_conversation
 
 # The modules whose code decides the refined text. Editing any of them changes every fingerprint,
 # because datasets pickles importable code by reference and would otherwise reuse stale results.
@@ -54,15 +54,20 @@ class CoEvol:
     """Refine the responses of a dataset with CoEvol: `ds.map(CoEvol(endpoint=...), batched=True)`.
 
     Every option is a keyword. `endpoint` defaults to `COEVOL_ENDPOINT`, else
-    `http://127.0.0.1:8080`. Options that change outputs (`max_rounds`, `judge_mode`,
-    `temperature`, `max_new_tokens`, `seed`, `context_turns`, `api`, `chat_template`, `model`,
-    `structured_judge`, `prompts`, `columns`, `format`) enter the cache fingerprint; `endpoint`,
-    `max_concurrency`, `timeout` and `token` do not.
+    `http://127.0.0.1:8080`; a list (or comma-separated string) names replicas of one model.
+    Options that change outputs (`max_rounds`, `judge_mode`, `temperature`, `max_new_tokens`,
+    `seed`, `context_turns`, `api`, `chat_template`, `model`, `structured_judge`, `on_error`,
+    `prompts`, `columns`, `format`) enter the cache fingerprint; `endpoint`, `max_concurrency`,
+    `timeout`, `token`, `max_retries`, `retry_backoff`, `request_cache` and `cache_dir` do not.
+
+    Every answered call is kept in a request cache (SQLite under `$HF_HOME/coevol-hf`, or
+    `cache_dir`; `request_cache=False` turns it off), so a crashed or killed run, started again,
+    pays only for the calls it had not received.
     """
 
     def __init__(
         self,
-        endpoint: str | None = None,
+        endpoint: str | Sequence[str] | None = None,
         *,
         max_rounds: int = 3,
         judge_mode: str = "compare",
@@ -74,46 +79,73 @@ class CoEvol:
         chat_template: str | None = None,
         model: str | None = None,
         structured_judge: bool = True,
+        on_error: str = "record",
         prompts: Prompts | Mapping[str, str] | None = None,
         columns: Columns | Mapping[str, str] | None = None,
         format: str | None = None,
         max_concurrency: int = 64,
         timeout: float = 600.0,
         token: str | None = None,
+        max_retries: int = 6,
+        retry_backoff: float = 1.0,
+        request_cache: bool = True,
+        cache_dir: str | None = None,
     ) -> None:
         options = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         self._options = options
         self.config, self._connection = build_config(options)
         self._server: ServerInfo | None = None
+        self._probed: dict[str, ServerInfo | None] = {}
         self._client: EndpointClient | None = None
         self._variants: dict[str, CoEvol] = {}
 
     def __repr__(self) -> str:
-        return f"CoEvol(endpoint={self.connection.endpoint!r}, max_rounds={self.config.max_rounds}, judge_mode={self.config.judge_mode!r})"
+        endpoints = ",".join(self.connection.endpoints)
+        return f"CoEvol(endpoint={endpoints!r}, max_rounds={self.config.max_rounds}, judge_mode={self.config.judge_mode!r})"
 
-    # -- what the endpoint serves ---------------------------------------------------------------
+    # -- what the endpoints serve ---------------------------------------------------------------
 
     @property
     def connection(self) -> Connection:
-        """How the server is reached; without endpoint=, `COEVOL_ENDPOINT` is read at call time."""
+        """How the servers are reached; without endpoint=, `COEVOL_ENDPOINT` is read at call time."""
         if self._options["endpoint"] is None:
-            endpoint = Connection.default_endpoint().rstrip("/")
-            if endpoint != self._connection.endpoint:
-                self._connection = dataclasses.replace(self._connection, endpoint=endpoint)
+            endpoints = Connection.default_endpoints()
+            if endpoints != self._connection.endpoints:
+                self._connection = dataclasses.replace(self._connection, endpoints=endpoints)
                 self._server = self._client = None
         return self._connection
 
     @property
     def server(self) -> ServerInfo:
-        """What the endpoint serves, asked once (GET /info, else /v1/models)."""
+        """What the endpoints serve, asked once (GET /info, else /v1/models).
+
+        Every endpoint that answers must serve the same model; one that does not answer is
+        left out for now and probed again during the run.
+        """
+        connection = self.connection  # first: a changed COEVOL_ENDPOINT forgets the old server
         if self._server is None:
-            server = probe_server(self.connection.endpoint, self.connection.token)
+            probed: dict[str, ServerInfo | None] = {}
+            errors: list[EndpointError] = []
+            for endpoint in connection.endpoints:
+                try:
+                    probed[endpoint] = probe_server(endpoint, connection.token)
+                except EndpointError as err:
+                    probed[endpoint] = None
+                    errors.append(err)
+            answered = {url: info for url, info in probed.items() if info is not None}
+            if not answered:
+                raise errors[0] if len(errors) == 1 else EndpointError("No endpoint answers: " + " | ".join(map(str, errors)))
+            served = {(info.identity, info.kind) for info in answered.values()}
+            if len(served) > 1:
+                listing = ", ".join(f"{url} serves {info.identity!r} ({info.kind})" for url, info in answered.items())
+                raise ConfigError(f"The endpoints must be replicas of one model and server kind: {listing}.")
+            server = next(iter(answered.values()))
             if self.config.model is not None and self.config.model not in (server.model_id, server.identity):
                 raise ConfigError(
-                    f"model={self.config.model!r} was asked for, but {self.connection.endpoint} serves "
-                    f"{server.identity!r}. Point endpoint= at the right server or change model=."
+                    f"model={self.config.model!r} was asked for, but {', '.join(answered)} "
+                    f"{'serves' if len(answered) == 1 else 'serve'} {server.identity!r}. Point endpoint= at the right server or change model=."
                 )
-            self._server = server
+            self._server, self._probed = server, probed
         return self._server
 
     def fingerprint_state(self) -> dict[str, Any]:
@@ -134,18 +166,31 @@ class CoEvol:
 
     @property
     def calls_made(self) -> int:
-        """LLM requests this process sent for this transform (and its fn_kwargs variants)."""
-        own = self._client.calls_made if self._client is not None else 0
-        return own + sum(variant.calls_made for variant in self._variants.values())
+        """HTTP requests for LLM calls this process sent for this transform, retries included."""
+        return self._count("calls_made")
+
+    @property
+    def cache_hits(self) -> int:
+        """LLM calls this process answered from the request cache instead of a server."""
+        return self._count("cache_hits")
+
+    @property
+    def cache_misses(self) -> int:
+        """LLM calls this process looked up in the request cache and had to ask a server for."""
+        return self._count("cache_misses")
+
+    def _count(self, counter: str) -> int:
+        own = getattr(self._client, counter) if self._client is not None else 0
+        return own + sum(getattr(variant, counter) for variant in self._variants.values())
 
     # -- pickling: everything for num_proc workers, but no live connection -----------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"options": self._options, "server": self._server}
+        return {"options": self._options, "server": self._server, "probed": self._probed}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state["options"])
-        self._server = state["server"]
+        self._server, self._probed = state["server"], state["probed"]
 
     # -- the map function -------------------------------------------------------------------
 
@@ -168,28 +213,27 @@ class CoEvol:
 
     async def _refine_batch(self, fmt: Format, batch: Mapping[str, Sequence[Any]], server: ServerInfo) -> dict[str, Any]:
         if self._client is None:
-            self._client = EndpointClient(self.connection, self.config, server)
+            self._client = EndpointClient(self.connection, self.config, server, self._probed)
         columns = self.config.columns
         present = [c for c in columns.source_columns(fmt) if c in batch]
         size = len(batch[present[0]])
         rows = [{c: batch[c][i] for c in present} for i in range(size)]
-        results = await asyncio.gather(*(self._refine_row(fmt, row) for row in rows))
+        # One raise (every endpoint down, on_error='raise') cancels the other rows' calls.
+        results = await gather_or_cancel(*(self._refine_row(fmt, row) for row in rows))
 
         target = columns.response_column(fmt)
         written = list(batch[target])
         originals, rounds, traces, errors = [], [], [], []
-        for i, (row, result) in enumerate(zip(rows, results)):
-            if isinstance(result, RowError):
-                originals.append(_original_responses(fmt, row, columns))
+        for i, (row, (original, outcome)) in enumerate(zip(rows, results)):
+            originals.append(original)
+            if isinstance(outcome, RowError):
                 rounds.append([])
                 traces.append(None)
-                errors.append(str(result))
+                errors.append(str(outcome))
                 continue
-            original, refined = result
-            written[i] = write_row(fmt, row, columns, refined.responses)[target]
-            originals.append(original)
-            rounds.append(refined.accepted_rounds)
-            traces.append(json.dumps(_trace(refined, server, self.config), ensure_ascii=False))
+            written[i] = write_row(fmt, row, columns, outcome.responses)[target]
+            rounds.append(outcome.accepted_rounds)
+            traces.append(json.dumps(_trace(outcome, server, self.config), ensure_ascii=False))
             errors.append(None)
         return {
             target: written,
@@ -200,13 +244,22 @@ class CoEvol:
             "coevol_model": _typed([server.identity] * size, pa.string()),
         }
 
-    async def _refine_row(self, fmt: Format, row: Mapping[str, Any]) -> RowError | tuple[list[str], Any]:
+    async def _refine_row(self, fmt: Format, row: Mapping[str, Any]) -> tuple[list[str], RefinedConversation | RowError]:
+        """The row's original responses (as far as readable) and its refinement or why it failed."""
         try:
             conversation = read_row(fmt, row, self.config.columns)
-            refined = await refine_conversation(conversation, self.config, self._client)
         except RowError as err:
-            return err
-        return conversation.responses, refined
+            return [], self._failed(err, row)
+        try:
+            return conversation.responses, await refine_conversation(conversation, self.config, self._client)
+        except RowError as err:
+            return conversation.responses, self._failed(err, row)
+
+    def _failed(self, err: RowError, row: Mapping[str, Any]) -> RowError:
+        if self.config.on_error == "raise":
+            start = next((str(v) for v in row.values() if isinstance(v, str)), "")[:60]
+            raise RowError(err.kind, f"{err.args[0]} (on_error='raise'; the row starting {start!r})") from None
+        return err
 
 
 def _typed(values: list[Any], arrow_type: pa.DataType) -> list[pa.Scalar]:
@@ -216,14 +269,6 @@ def _typed(values: list[Any], arrow_type: pa.DataType) -> list[pa.Scalar]:
     the column as null and make a later batch fail; typed scalars carry the type themselves.
     """
     return list(pa.array(values, type=arrow_type))
-
-
-def _original_responses(fmt: Format, row: Mapping[str, Any], columns: Columns) -> list[str]:
-    """The assistant texts of a row that could not be read, as far as they can be found."""
-    try:
-        return read_row(fmt, row, columns).responses
-    except RowError:
-        return []
 
 
 def _trace(refined: Any, server: ServerInfo, config: RefineConfig) -> dict[str, Any]:

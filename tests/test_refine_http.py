@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 
 import pytest
@@ -245,10 +246,13 @@ def test_server_error_fails_only_its_row(server: TGIServer) -> None:
     assert out["instruction"] == [r["instruction"] for r in rows]
 
 
-def test_non_json_error_body_is_recorded(server: TGIServer) -> None:
+def test_non_json_error_body_is_recorded_after_bounded_retries(server: TGIServer) -> None:
     server.script = lambda call: Error(502, "", "", body="<html><body>502 Bad Gateway</body></html>")
-    out = refine(server, alpaca_rows(1))
+    out = refine(server, alpaca_rows(1), max_retries=2, retry_backoff=0.01)
     assert out[0]["coevol_error"] == "server: HTTP 502: <html><body>502 Bad Gateway</body></html>"
+    # A call is tried three times (one try, two retries); then the row stops and its other call is cancelled.
+    tries = collections.Counter(c.key for c in server.calls)
+    assert max(tries.values()) == 3 and len(tries) == 2 and sum(tries.values()) <= 6
 
 
 def test_first_batch_of_errors_does_not_fix_column_types(server: TGIServer) -> None:

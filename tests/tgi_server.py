@@ -2,7 +2,9 @@
 
 Replies come from a script: a function of the agent role (recognised from the system prompt)
 and the parsed request, so tests can steer each path of the algorithm (accept, reject, tie,
-unreadable verdicts, server errors) and then check what the server received.
+unreadable verdicts, server errors, hangs) and then check what the server received. Like TGI
+with `--max-concurrent-requests`, it answers 429 beyond `slots` calls in flight; it can also
+`hold` every answer (to kill a client at a known point) and `die` (refuse connections).
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ class Call:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    received_at: float = dataclasses.field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> str:
+        """The payload, canonically: equal for a retry of the same call."""
+        return json.dumps(self.body, sort_keys=True)
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -77,9 +85,17 @@ class Error:
     message: str
     error_type: str
     body: str | None = None  # a raw body instead of TGI's JSON (a proxy's error page, say)
+    headers: dict[str, str] | None = None
 
 
-Script = Callable[[Call], "str | Error"]
+@dataclasses.dataclass
+class Hang:
+    """Answer nothing for this long (longer than the client's timeout)."""
+
+    seconds: float
+
+
+Script = Callable[[Call], "str | Error | Hang"]
 
 
 def default_script(call: Call) -> str | Error:
@@ -109,16 +125,26 @@ class TGIServer:
         model_sha: str = "0123abcd",
         kind: str = "tgi",
         delay: float = 0.0,
+        slots: int | None = None,
+        max_concurrent_requests: int = 128,
     ) -> None:
         self.script = script
         self.model_id = model_id
         self.model_sha = model_sha
         self.kind = kind
         self.delay = delay
+        self.slots = slots
+        self.max_concurrent_requests = max_concurrent_requests
         self.calls: list[Call] = []
+        self.answered: list[Call] = []  # calls whose reply (any status) was sent
+        self.overloaded = 0  # 429s sent because every slot was busy
         self.metadata_requests: list[str] = []
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.dead = False
+        self.healthy = True  # what GET /health says (TGI: 503 when the model cannot generate)
+        self._site: web.TCPSite | None = None
+        self._held: asyncio.Event | None = None
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -144,12 +170,28 @@ class TGIServer:
         app.router.add_get("/info", self._info)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
+        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await self._site.start()
+        port = self._site._server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        self._held = asyncio.Event()
+        self._held.set()
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep every answer from now on until `release`."""
+        self._loop.call_soon_threadsafe(self._held.clear)
+
+    def release(self) -> None:
+        self._loop.call_soon_threadsafe(self._held.set)
+
+    def die(self) -> None:
+        """Refuse new connections and drop every open one, as a crashed server does."""
+        self.dead = True
+        asyncio.run_coroutine_threadsafe(self._site.stop(), self._loop).result(10)
 
     # -- what the tests read ----------------------------------------------------------------
 
@@ -159,11 +201,14 @@ class TGIServer:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.answered.clear()
             self.metadata_requests.clear()
+            self.overloaded = 0
 
     # -- routes -----------------------------------------------------------------------------
 
     async def _info(self, request: web.Request) -> web.Response:
+        self._drop_if_dead(request)
         self.metadata_requests.append("/info")
         if self.kind != "tgi":
             return web.json_response({"error": "Not Found", "error_type": "not_found"}, status=404)
@@ -172,7 +217,7 @@ class TGIServer:
                 "model_id": self.model_id,
                 "model_sha": self.model_sha,
                 "model_pipeline_tag": "text-generation",
-                "max_concurrent_requests": 128,
+                "max_concurrent_requests": self.max_concurrent_requests,
                 "max_best_of": 2,
                 "max_stop_sequences": 4,
                 "max_input_tokens": 4095,
@@ -185,24 +230,35 @@ class TGIServer:
         )
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        self._drop_if_dead(request)
+        return web.Response(status=200 if self.healthy else 503)
 
     async def _models(self, request: web.Request) -> web.Response:
+        self._drop_if_dead(request)
         self.metadata_requests.append("/v1/models")
         return web.json_response({"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": self.kind}]})
 
     async def _chat(self, request: web.Request) -> web.Response:
         call = await self._record(request)
+        if self.slots is not None and self.in_flight >= self.slots:
+            self.overloaded += 1
+            return self._answer(call, _error_response(Error(429, "Model is overloaded", "overloaded")))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             await asyncio.sleep(self.delay)
             outcome = self.script(call)
+            if isinstance(outcome, Hang):
+                await asyncio.sleep(outcome.seconds)
+            await self._held.wait()
+            self._drop_if_dead(request)
         finally:
             self.in_flight -= 1
+        if isinstance(outcome, Hang):
+            outcome = "answer after hanging"
         if isinstance(outcome, Error):
-            return _error_response(outcome)
-        return web.json_response(
+            return self._answer(call, _error_response(outcome))
+        return self._answer(call, web.json_response(
             {
                 "object": "chat.completion",
                 "id": "",
@@ -212,7 +268,17 @@ class TGIServer:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": outcome}, "logprobs": None, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": len(json.dumps(call.messages)) // 4, "completion_tokens": len(outcome) // 4, "total_tokens": 0},
             }
-        )
+        ))
+
+    def _answer(self, call: Call, response: web.Response) -> web.Response:
+        with self._lock:
+            self.answered.append(call)
+        return response
+
+    def _drop_if_dead(self, request: web.Request) -> None:
+        if self.dead:
+            request.transport.close()
+            raise ConnectionResetError("the server died")
 
     async def _generate(self, request: web.Request) -> web.Response:
         call = await self._record(request)
@@ -226,6 +292,7 @@ class TGIServer:
         )
 
     async def _record(self, request: web.Request) -> Call:
+        self._drop_if_dead(request)
         call = Call(request.path, dict(request.headers), await request.json())
         with self._lock:
             self.calls.append(call)
@@ -234,5 +301,5 @@ class TGIServer:
 
 def _error_response(error: Error) -> web.Response:
     if error.body is not None:
-        return web.Response(status=error.status, text=error.body, content_type="text/html")
-    return web.json_response({"error": error.message, "error_type": error.error_type}, status=error.status)
+        return web.Response(status=error.status, text=error.body, content_type="text/html", headers=error.headers)
+    return web.json_response({"error": error.message, "error_type": error.error_type}, status=error.status, headers=error.headers)

@@ -44,21 +44,20 @@ class ServerInfo:
         return "tgi" if self.kind == "tgi" else self.model_id
 
 
-def auth_headers(endpoint: str, token: str | None) -> dict[str, str | None]:
+def request_headers(endpoint: str, token: str | None) -> dict[str, str]:
     """Headers that send a token only where it belongs.
 
-    huggingface_hub adds the locally saved `HF_TOKEN` to every request it makes unless the
-    `authorization` header is set; a None value removes it. The saved token is used only for
-    Hugging Face hosts; any other server gets the token the user passed, or none.
+    The locally saved `HF_TOKEN` goes only to Hugging Face hosts (huggingface_hub's inference
+    client would send it to any URL); any other server gets the token the user passed, or none.
     """
     if token is None and _is_hf_host(endpoint):
         token = get_token()
-    return {"authorization": f"Bearer {token}" if token else None}
+    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 def probe_server(endpoint: str, token: str | None, timeout: float = _PROBE_TIMEOUT) -> ServerInfo:
     """Ask the endpoint what it serves; raise `EndpointError` with a way out if nothing answers."""
-    headers = {k: v for k, v in auth_headers(endpoint, token).items() if v is not None}
+    headers = request_headers(endpoint, token)
     info = _get_json(endpoint, "/info", headers, timeout)
     if isinstance(info, dict) and isinstance(info.get("model_id"), str):
         return ServerInfo(
@@ -80,14 +79,29 @@ def probe_server(endpoint: str, token: str | None, timeout: float = _PROBE_TIMEO
     )
 
 
-def _get_json(endpoint: str, route: str, headers: dict[str, str], timeout: float) -> Any:
+def check_health(endpoint: str, token: str | None, timeout: float = _PROBE_TIMEOUT) -> None:
+    """Raise `EndpointError` unless GET /health says the server can generate.
+
+    TGI answers 200 only after a one-token generation succeeds, else 503; vLLM and llama.cpp
+    have the route too. A server without it (404) is judged by its other answers.
+    """
+    response = _get(endpoint, "/health", request_headers(endpoint, token), timeout)
+    if response.status_code not in (200, 404):
+        raise EndpointError(f"{endpoint}/health answered {response.status_code}")
+
+
+def _get(endpoint: str, route: str, headers: dict[str, str], timeout: float) -> httpx2.Response:
     try:
-        response = get_session().get(endpoint + route, headers=headers, timeout=timeout)
+        return get_session().get(endpoint + route, headers=headers, timeout=timeout)
     except httpx2.TransportError as err:
         raise EndpointError(
             f"Cannot reach {endpoint} ({type(err).__name__}). Start the server, or point "
             "COEVOL_ENDPOINT / endpoint= at a running one."
         ) from None
+
+
+def _get_json(endpoint: str, route: str, headers: dict[str, str], timeout: float) -> Any:
+    response = _get(endpoint, route, headers, timeout)
     if response.status_code == 401:
         raise EndpointError(f"{endpoint}{route} answered 401 Unauthorized: pass token= for this endpoint.")
     if response.status_code != 200:

@@ -5,43 +5,67 @@ llama.cpp all serve. `api="generate"` uses TGI's native `/generate` with a promp
 the user's chat template. We build each payload ourselves rather than through
 `AsyncInferenceClient`: its provider layer adds the locally saved `HF_TOKEN` to every request and
 rewrites OpenAI-style `json_schema` response formats into TGI's form, which other servers
-ignore. Server errors become `RowError`s with a stable kind and the server's own message.
+ignore; and the exact payload is what the request cache is keyed on.
+
+429, 5xx, timeouts, broken connections and unreadable answers are retried with backoff; other
+4xx are final. What finally fails becomes a `RowError` with a stable kind and the server's own
+message, unless no endpoint is left, which stops the run (`EndpointError`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import email.utils
 import json
+import random
+import time
 from typing import Any, Sequence
 
 import httpx2
 from huggingface_hub import ChatCompletionOutput, TextGenerationOutput
-from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.utils import get_async_session, hf_raise_for_status
+from huggingface_hub.utils import get_async_session
 
+from ..cache import RequestCache, request_key
 from ..config import Connection, RefineConfig
-from ..errors import ConfigError, RowError
+from ..errors import ConfigError, EndpointError, RowError
 from ..protocol import Message, Reply
-from .server import ServerInfo, auth_headers
+from .pool import Endpoint, EndpointPool
+from .server import ServerInfo, check_health, probe_server, request_headers
 
 # HTTP statuses with a meaning of their own in TGI, named as they appear in `coevol_error`.
 _STATUS_KINDS = {401: "unauthorized", 403: "unauthorized", 404: "not_found", 422: "validation", 424: "generation", 429: "overloaded"}
+_CONNECT_TIMEOUT = 10.0
+_MAX_BACKOFF = 60.0
+_MAX_RETRY_AFTER = 300.0
 
 
 class EndpointClient:
-    """Makes the calls of one run against one endpoint, at most `max_concurrency` at a time."""
+    """Makes the calls of one run: from the request cache when answered before, else over HTTP
+    to the least busy endpoint, retried after transient failures."""
 
-    def __init__(self, connection: Connection, config: RefineConfig, server: ServerInfo) -> None:
+    def __init__(self, connection: Connection, config: RefineConfig, server: ServerInfo, probed: dict[str, ServerInfo | None]) -> None:
         self._config = config
         self._server = server
-        self._timeout = connection.timeout
-        self._slots = asyncio.Semaphore(connection.max_concurrency)
-        self._headers = {k: v for k, v in auth_headers(connection.endpoint, connection.token).items() if v is not None}
-        route = "/v1/chat/completions" if config.api == "chat" else "/generate"
-        self._url = connection.endpoint + route
+        self._connection = connection
+        self._timeout = httpx2.Timeout(connection.timeout, connect=min(connection.timeout, _CONNECT_TIMEOUT))
+        self._route = "/v1/chat/completions" if config.api == "chat" else "/generate"
         self._template = _compile_template(config.chat_template) if config.api == "generate" else None
+        self._pool = EndpointPool(
+            [Endpoint(url, request_headers(url, connection.token), probed.get(url), connection.max_concurrency) for url in connection.endpoints],
+            self._recheck,
+        )
+        self._cache = RequestCache(connection.cache_dir) if connection.request_cache else None
         self._session: httpx2.AsyncClient | None = None
         self.calls_made = 0
+
+    @property
+    def cache_hits(self) -> int:
+        return self._cache.hits if self._cache is not None else 0
+
+    @property
+    def cache_misses(self) -> int:
+        return self._cache.misses if self._cache is not None else 0
 
     def payload(self, messages: Sequence[Message], schema: dict | None = None) -> dict[str, Any]:
         """The exact JSON body sent for these messages."""
@@ -72,56 +96,166 @@ class EndpointClient:
 
     async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None) -> Reply:
         body = self.payload(messages, schema)
-        async with self._slots:
-            try:
-                content = await self._post(body)
-            except (HfHubHTTPError, httpx2.TransportError) as err:
-                raise _row_error(err) from None
-        return self._reply(content)
+        key = request_key(self._server.identity, self._route, body) if self._cache is not None else None
+        if key is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                return Reply(**cached)
+        reply = await self._call_with_retries(body)
+        if key is not None:
+            self._cache.put(key, dataclasses.asdict(reply))
+        return reply
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.aclose()
+        if self._cache is not None:
+            self._cache.close()
 
-    async def _post(self, body: dict[str, Any]) -> bytes:
+    async def _call_with_retries(self, body: dict[str, Any]) -> Reply:
+        failure: _Failure | None = None
+        for attempt in range(self._connection.max_retries + 1):
+            endpoint = await self._pool.acquire()
+            if endpoint is None:
+                failure = failure or _Failure("connection", "no endpoint is up", "refused")
+            else:
+                try:
+                    return await self._call(endpoint, body)
+                except _Failure as caught:
+                    failure = caught
+                    if not failure.retryable:
+                        raise failure.row_error() from None
+            if attempt < self._connection.max_retries:
+                await asyncio.sleep(_backoff(attempt, self._connection.retry_backoff, failure.retry_after))
+        if not self._pool.any_up:
+            endpoints = ", ".join(self._connection.endpoints)
+            raise EndpointError(
+                f"Every endpoint is down ({endpoints}); the last call failed with {failure.row_error()}. "
+                "Every answer received so far is in the request cache: run again when a server is back."
+            )
+        raise failure.row_error()
+
+    async def _call(self, endpoint: Endpoint, body: dict[str, Any]) -> Reply:
+        """One HTTP request; a `_Failure` says what went wrong and whether to try again."""
         if self._session is None:
             self._session = get_async_session()
-        response = await self._session.post(self._url, json=body, headers=self._headers, timeout=self._timeout)
-        self.calls_made += 1
-        hf_raise_for_status(response)
-        return response.content
+        outcome, sent_at = "lost", time.monotonic()
+        try:
+            response = await self._session.post(endpoint.url + self._route, json=body, headers=endpoint.headers, timeout=self._timeout)
+            self.calls_made += 1
+            if response.status_code != 200:
+                raise _http_failure(response)
+            reply = self._reply(response.content)
+            outcome = "ok"
+            return reply
+        except _Failure as failure:
+            outcome = failure.outcome
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        except httpx2.TimeoutException:
+            self.calls_made += 1
+            raise _Failure("timeout", f"the server did not answer within {self._connection.timeout:g} s", "lost") from None
+        except httpx2.ConnectError as err:
+            outcome = "refused"
+            raise _Failure("connection", f"cannot connect ({type(err).__name__})", "refused") from None
+        except httpx2.TransportError as err:
+            raise _Failure("connection", f"the connection failed ({type(err).__name__})", "lost") from None
+        finally:
+            self._pool.release(endpoint, outcome, sent_at)
 
     def _reply(self, content: bytes) -> Reply:
         try:
+            data = json.loads(content)
+        except ValueError:
+            raise _Failure("bad_response", f"the server's answer is not JSON: {content[:200]!r}", "error") from None
+        if isinstance(data, dict) and "error" in data and not ({"choices", "generated_text"} & data.keys()):
+            raise _error_in_body(data)
+        try:
             if self._template is None:
-                output = ChatCompletionOutput.parse_obj_as_instance(content)
+                output = ChatCompletionOutput.parse_obj_as_instance(data)
                 usage = output.usage
                 return Reply(
                     text=output.choices[0].message.content or "",
                     prompt_tokens=(usage.prompt_tokens or 0) if usage else 0,
                     completion_tokens=(usage.completion_tokens or 0) if usage else 0,
                 )
-            generated = TextGenerationOutput.parse_obj_as_instance(content)
+            generated = TextGenerationOutput.parse_obj_as_instance(data)
             tokens = generated.details.generated_tokens if generated.details else 0
             return Reply(text=generated.generated_text, completion_tokens=tokens or 0)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-            raise RowError("bad_response", f"the server's answer is not a valid {'chat completion' if self._template is None else 'generation'}: {content[:200]!r}") from None
+            expected = "chat completion" if self._template is None else "generation"
+            raise _Failure("bad_response", f"the server's answer is not a valid {expected}: {content[:200]!r}", "error") from None
 
     def _response_format(self, schema: dict) -> dict:
         if self._server.kind == "tgi":
             return {"type": "json", "value": schema}
         return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
 
+    def _recheck(self, endpoint: Endpoint) -> ServerInfo:
+        """Whether a down endpoint is back, healthy and serving the same model (in a worker thread)."""
+        check_health(endpoint.url, self._connection.token)
+        server = probe_server(endpoint.url, self._connection.token)
+        if (server.identity, server.kind) != (self._server.identity, self._server.kind):
+            raise EndpointError(f"{endpoint.url} now serves {server.identity!r}, not {self._server.identity!r}")
+        return server
 
-def _row_error(err: Exception) -> RowError:
-    if isinstance(err, httpx2.TimeoutException):
-        return RowError("timeout", "the server did not answer within the timeout")
-    if isinstance(err, httpx2.TransportError):
-        return RowError("connection", f"connection to the server failed ({type(err).__name__})")
-    response = getattr(err, "response", None)
-    status = response.status_code if response is not None else 0
+
+class _Failure(Exception):
+    """A failed attempt: the row error it becomes, how the endpoint did, whether to retry."""
+
+    def __init__(self, kind: str, message: str, outcome: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.outcome, self.retryable, self.retry_after = kind, outcome, retryable, retry_after
+
+    def row_error(self) -> RowError:
+        return RowError(self.kind, self.args[0])
+
+
+def _http_failure(response: httpx2.Response) -> _Failure:
+    status = response.status_code
+    message = f"HTTP {status}: {_server_message(response)}"
     kind = _STATUS_KINDS.get(status, "server" if status >= 500 else "http")
-    return RowError(kind, f"HTTP {status}: {_server_message(response)}")
+    if status == 429:
+        return _Failure(kind, message, "overloaded", retry_after=_retry_after(response))
+    if status >= 500:
+        return _Failure(kind, message, "error", retry_after=_retry_after(response))
+    # 4xx: the request itself is refused (too long, bad schema, unauthorized); asking again cannot help.
+    return _Failure(kind, message, "ok", retryable=False)
+
+
+def _error_in_body(data: dict[str, Any]) -> _Failure:
+    """An error reported inside a 200 answer (as TGI does in streams), kept as its kind says."""
+    error_type = str(data.get("error_type") or "server")
+    message = f"error in a 200 answer: {data['error'] if isinstance(data['error'], str) else json.dumps(data['error'])[:500]}"
+    if error_type == "overloaded":
+        return _Failure("overloaded", message, "overloaded")
+    if error_type in ("validation", "generation"):
+        return _Failure(error_type, message, "ok", retryable=False)
+    return _Failure("server", message, "error")
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    """`Retry-After` in seconds (either form the standard allows), capped at `_MAX_RETRY_AFTER`."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def _backoff(attempt: int, base: float, retry_after: float | None) -> float:
+    """The server's `Retry-After` if it gave one, else exponential backoff with full jitter."""
+    if retry_after is not None:
+        return retry_after
+    return random.uniform(0, min(_MAX_BACKOFF, base * 2**attempt))
 
 
 def _server_message(response: Any) -> str:

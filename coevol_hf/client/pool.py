@@ -1,0 +1,169 @@
+"""Which endpoint takes the next call, and how many calls each one gets at a time.
+
+Each endpoint has a limit on calls in flight that starts at `max_concurrency`, never exceeds
+the server's advertised `max_concurrent_requests`, halves on a 429 ("Model is overloaded": TGI
+has no queue beyond its limit) and grows back by one per limit's worth of successes (AIMD, as
+TCP does). A call goes to the live endpoint with the fewest calls in flight. An endpoint that
+refuses connections is taken out; one that fails several calls in a row (5xx, timeouts, broken
+connections, unreadable answers) is checked (`/health`, and that it still serves the same
+model) and taken out if the check fails: one bad prompt must not take a healthy server out.
+Endpoints taken out are checked again, less and less often, until they pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Callable, Coroutine
+
+from .server import ServerInfo
+
+logger = logging.getLogger(__name__)
+
+_FAILURES_BEFORE_CHECK = 3
+_PROBE_INTERVAL = (1.0, 30.0)  # first and longest wait between probes of a down endpoint
+
+
+class Endpoint:
+    def __init__(self, url: str, headers: dict[str, str], server: ServerInfo | None, max_concurrency: int) -> None:
+        self.url = url
+        self.headers = headers
+        self.max_concurrency = max_concurrency
+        self.server = server
+        self.in_flight = 0
+        self.failures = 0
+        self.limit = float(self.ceiling)
+        self.last_cut = 0.0
+        self.up = server is not None
+
+    @property
+    def ceiling(self) -> int:
+        advertised = self.server.max_concurrent_requests if self.server is not None else None
+        return min(self.max_concurrency, advertised) if advertised else self.max_concurrency
+
+    @property
+    def has_room(self) -> bool:
+        return self.up and self.in_flight < int(self.limit)
+
+
+class EndpointPool:
+    """Hands out endpoints for calls; `probe` re-checks a down one (returns its ServerInfo or raises)."""
+
+    def __init__(self, endpoints: list[Endpoint], probe: Callable[[Endpoint], ServerInfo]) -> None:
+        self.endpoints = endpoints
+        self._probe = probe
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._probing: set[str] = set()
+        self._checking: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        for endpoint in endpoints:
+            if not endpoint.up:
+                self._schedule_probe(endpoint)
+
+    @property
+    def any_up(self) -> bool:
+        return any(e.up for e in self.endpoints)
+
+    async def acquire(self) -> Endpoint | None:
+        """The endpoint for the next call, waiting for room; None when every endpoint is down."""
+        while True:
+            candidates = [e for e in self.endpoints if e.has_room]
+            if candidates:
+                endpoint = min(candidates, key=lambda e: e.in_flight)
+                endpoint.in_flight += 1
+                return endpoint
+            if not self.any_up:
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(1)  # pass on the room we were given
+                raise
+
+    def release(self, endpoint: Endpoint, outcome: str, sent_at: float) -> None:
+        """`outcome`: "ok", "overloaded" (429), "error" (5xx, unreadable answer), "lost" (timeout,
+        broken connection), "refused" or "cancelled". `sent_at` (time.monotonic()) tells 429s to
+        calls sent before the last cut, which that cut already answered, from new ones."""
+        endpoint.in_flight -= 1
+        before = int(endpoint.limit)
+        if outcome == "ok":
+            endpoint.failures = 0
+            endpoint.limit = min(float(endpoint.ceiling), endpoint.limit + 1 / endpoint.limit)
+        elif outcome == "cancelled":
+            pass
+        elif outcome == "overloaded":
+            if sent_at > endpoint.last_cut:
+                endpoint.limit = max(1.0, endpoint.limit / 2)
+                endpoint.last_cut = time.monotonic()
+                logger.info("%s is overloaded (429): %d calls in flight at most for now", endpoint.url, int(endpoint.limit))
+        elif outcome == "refused":
+            self._take_out(endpoint)
+        else:
+            endpoint.failures += 1
+            if endpoint.failures >= _FAILURES_BEFORE_CHECK and endpoint.up and endpoint.url not in self._checking:
+                self._checking.add(endpoint.url)
+                self._spawn(self._check(endpoint))
+        self._wake(1 + max(0, int(endpoint.limit) - before))
+
+    def _wake(self, count: int) -> None:
+        while count > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                count -= 1
+        if not self.any_up:  # nobody will release: let every waiter see that
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _take_out(self, endpoint: Endpoint) -> None:
+        if endpoint.up:
+            endpoint.up = False
+            logger.warning("Taking %s out of the rotation; it will be checked again.", endpoint.url)
+            self._schedule_probe(endpoint)
+
+    async def _check(self, endpoint: Endpoint) -> None:
+        try:
+            endpoint.server = await asyncio.to_thread(self._probe, endpoint)
+            endpoint.failures = 0
+        except Exception as err:
+            logger.warning("%s failed its check after failed calls: %s", endpoint.url, err)
+            self._take_out(endpoint)
+            self._wake(0)
+        finally:
+            self._checking.discard(endpoint.url)
+
+    def _schedule_probe(self, endpoint: Endpoint) -> None:
+        if endpoint.url not in self._probing:
+            self._probing.add(endpoint.url)
+            self._spawn(self._probe_until_up(endpoint))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe_until_up(self, endpoint: Endpoint) -> None:
+        wait, longest = _PROBE_INTERVAL
+        try:
+            while True:
+                await asyncio.sleep(wait)
+                try:
+                    endpoint.server = await asyncio.to_thread(self._probe, endpoint)
+                except Exception as err:  # still down, or now serving something else
+                    logger.info("%s is still out of the rotation: %s", endpoint.url, err)
+                    wait = min(longest, wait * 2)
+                    continue
+                endpoint.up, endpoint.failures = True, 0
+                endpoint.limit = max(1.0, min(endpoint.limit, float(endpoint.ceiling)))
+                logger.warning("%s is back in the rotation.", endpoint.url)
+                self._wake(int(endpoint.limit))
+                return
+        finally:
+            self._probing.discard(endpoint.url)

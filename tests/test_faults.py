@@ -1,0 +1,382 @@
+"""Long runs against unreliable servers: retries, back-pressure, several endpoints, the request cache.
+
+Faults are injected by the scripted TGI server over real HTTP: 429 with and without
+Retry-After, 500, 503, 424, garbage bodies, errors inside 200 answers, hangs, dying servers.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import alpaca_rows
+from datasets import Dataset
+from tgi_server import Call, Error, Hang, TGIServer, default_script
+
+from coevol_hf import CoEvol, ConfigError, EndpointError
+from coevol_hf.errors import RowError
+
+FAST_RETRIES = {"retry_backoff": 0.01, "max_retries": 4}
+RUNNER = Path(__file__).with_name("cache_run.py")
+
+
+def refine(endpoint: str | list[str], rows: list[dict], **options) -> Dataset:
+    return Dataset.from_list(rows).map(CoEvol(endpoint=endpoint, max_rounds=1, **options), batched=True)
+
+
+def dies_after(server: TGIServer, answers: int):
+    """The server's script, but the server dies when it is asked for answer number `answers`."""
+    original, count = server.script, itertools.count(1)
+
+    def script(call: Call):
+        if next(count) == answers:
+            threading.Thread(target=server.die).start()
+        return original(call)
+
+    return script
+
+
+def clean_run(rows: list[dict], tmp_path: Path) -> Dataset:
+    with TGIServer() as clean:
+        return refine(clean.url, rows, cache_dir=str(tmp_path / "clean-cache"))
+
+
+def fail_first_try(fault_for_call):
+    """The default script, but each call's first try gets `fault_for_call(call)` (None: no fault)."""
+    tries: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+
+    def script(call: Call):
+        with lock:
+            tries[call.key] += 1
+            first = tries[call.key] == 1
+        fault = fault_for_call(call) if first else None
+        return fault if fault is not None else default_script(call)
+
+    return script
+
+
+TRANSIENT_FAULTS = [
+    Error(429, "Model is overloaded", "overloaded", headers={"Retry-After": "0"}),
+    Error(429, "Model is overloaded", "overloaded"),
+    Error(500, "Request failed during generation: Server error: CUDA out of memory", "incomplete_generation"),
+    Error(503, "", "", body="<html><body>503 Service Temporarily Unavailable</body></html>"),
+    Error(200, "", "", body="<html>upstream proxy says hello</html>"),  # garbage with status 200
+    Error(200, "Request failed during generation: Server error: connection reset", "incomplete_generation"),  # error inside a 200
+    Hang(1.5),  # longer than the timeout below
+    None,
+]
+
+
+def test_transient_faults_give_the_same_output_as_a_clean_run(tmp_path: Path) -> None:
+    rows = alpaca_rows(8)
+    rows[2]["instruction"] = "FAILS TO GENERATE " + rows[2]["instruction"]
+    rows[5]["instruction"] = "FAILS IN STREAM " + rows[5]["instruction"]
+
+    def fault(call: Call):
+        if "FAILS TO GENERATE" in call.task and call.role == "editor":
+            return Error(424, "Request failed during generation: Server error: CUDA error: device-side assert triggered", "generation")
+        digest = int(hashlib.sha256(call.key.encode()).hexdigest(), 16)
+        return TRANSIENT_FAULTS[digest % len(TRANSIENT_FAULTS)]
+
+    first_try_faults = fail_first_try(fault)
+
+    def script(call: Call):
+        if "FAILS IN STREAM" in call.task and call.role == "advisor":
+            return Error(200, "Input validation error: `inputs` must have less than 4096 tokens", "validation")
+        return first_try_faults(call)
+
+    with TGIServer(script) as faulty:
+        out = refine(faulty.url, rows, timeout=0.5, **FAST_RETRIES)
+        retried = len(faulty.calls) - len({c.key for c in faulty.calls})
+    expected = clean_run(rows, tmp_path)
+
+    assert len(out) == len(rows) and out["instruction"] == [r["instruction"] for r in rows]
+    assert retried > 20  # most calls really did fail once
+    for i, (got, clean) in enumerate(zip(out, expected)):
+        if i == 2:
+            assert got["coevol_error"].startswith("generation: HTTP 424: Request failed during generation")
+        elif i == 5:
+            assert got["coevol_error"] == "validation: error in a 200 answer: Input validation error: `inputs` must have less than 4096 tokens"
+        else:
+            assert got == clean, f"row {i} differs from the clean run"
+            continue
+        assert got["output"] == rows[i]["output"] and got["coevol_original"] == [rows[i]["output"]]
+
+
+def test_424_and_422_are_not_retried(server: TGIServer) -> None:
+    server.script = lambda call: Error(424, "Request failed during generation: Server error: boom", "generation")
+    out = refine(server.url, alpaca_rows(1), **FAST_RETRIES)
+    assert out[0]["coevol_error"] == "generation: HTTP 424: Request failed during generation: Server error: boom"
+    assert collections.Counter(c.key for c in server.calls).most_common(1)[0][1] == 1
+
+
+def test_retry_after_is_honoured(server: TGIServer) -> None:
+    server.script = fail_first_try(lambda call: Error(429, "Model is overloaded", "overloaded", headers={"Retry-After": "1"}))
+    out = refine(server.url, alpaca_rows(1), **FAST_RETRIES)
+    assert out[0]["coevol_error"] is None
+    by_key = collections.defaultdict(list)
+    for call in server.calls:
+        by_key[call.key].append(call.received_at)
+    gaps = [times[1] - times[0] for times in by_key.values()]
+    assert len(gaps) == 8 and min(gaps) >= 0.95  # without Retry-After the backoff here is ~10 ms
+
+
+def test_retries_are_bounded_and_the_row_keeps_its_content(server: TGIServer) -> None:
+    rows = alpaca_rows(3)
+    rows[1]["instruction"] = "POISON " + rows[1]["instruction"]
+    server.script = lambda call: Error(500, "Request failed during generation: Server error: NaN", "incomplete_generation") if "POISON" in call.task else default_script(call)
+    out = refine(server.url, rows, retry_backoff=0.01, max_retries=3)
+    assert out["coevol_error"] == [None, "server: HTTP 500: Request failed during generation: Server error: NaN", None]
+    assert out["output"][1] == rows[1]["output"]
+    assert max(collections.Counter(c.key for c in server.calls).values()) == 4
+
+
+def test_an_endpoint_failing_every_call_stops_the_run(server: TGIServer) -> None:
+    server.script = lambda call: Error(503, "", "", body="Service Unavailable")
+    server.healthy = False
+    with pytest.raises(EndpointError, match=r"Every endpoint is down .* HTTP 503: Service Unavailable"):
+        refine(server.url, alpaca_rows(4), retry_backoff=0.01, max_retries=3)
+
+
+def test_hanging_request_times_out_and_is_retried(server: TGIServer) -> None:
+    server.script = fail_first_try(lambda call: Hang(2.0) if call.role == "advisor" else None)
+    started = time.monotonic()
+    out = refine(server.url, alpaca_rows(1), timeout=0.3, **FAST_RETRIES)
+    assert out[0]["coevol_error"] is None and out[0]["coevol_rounds"] == [1]
+    assert time.monotonic() - started < 1.5
+    assert [c.role for c in server.calls].count("advisor") == 2
+
+
+def test_never_more_in_flight_than_the_server_advertises() -> None:
+    with TGIServer(delay=0.02, slots=4, max_concurrent_requests=4) as server:
+        out = refine(server.url, alpaca_rows(8), max_concurrency=64)
+    assert out["coevol_error"] == [None] * 8
+    assert server.overloaded == 0 and server.peak_in_flight == 4
+
+
+def test_429s_lower_the_concurrency_instead_of_hammering(tmp_path: Path) -> None:
+    rows = alpaca_rows(8)
+    # A server with 3 slots that advertises 128, as when other clients share it.
+    with TGIServer(delay=0.05, slots=3) as server:
+        out = refine(server.url, rows, max_concurrency=32, retry_backoff=0.05, max_retries=10)
+        answered = len(server.calls) - server.overloaded
+    assert out.to_list() == clean_run(rows, tmp_path).to_list()
+    # 32 calls at once meet 3 slots: 29 refusals in the first wave, then the limit halves per
+    # overload until it fits. Retrying each refusal at full concurrency would collect hundreds.
+    assert answered == 8 * 8
+    assert server.overloaded < 60, f"{server.overloaded} 429s for {answered} answers"
+
+
+# -- several endpoints ---------------------------------------------------------------------------
+
+
+def test_requests_spread_over_replicas(tmp_path: Path) -> None:
+    rows = alpaca_rows(6)
+    with TGIServer(delay=0.02) as a, TGIServer(delay=0.02) as b:
+        out = refine([a.url, b.url], rows)
+        assert len(a.calls) > 10 and len(b.calls) > 10 and len(a.calls) + len(b.calls) == 6 * 8
+    assert out.to_list() == clean_run(rows, tmp_path).to_list()
+
+
+def test_endpoint_list_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with TGIServer(delay=0.02) as a, TGIServer(delay=0.02) as b:
+        monkeypatch.setenv("COEVOL_ENDPOINT", f"{a.url}, {b.url}")
+        from coevol_hf import coevol_refine
+
+        out = Dataset.from_list(alpaca_rows(4)).map(coevol_refine, batched=True, fn_kwargs={"max_rounds": 1})
+        assert out["coevol_error"] == [None] * 4 and a.calls and b.calls
+
+
+def test_run_completes_on_the_replica_left_when_one_dies(tmp_path: Path) -> None:
+    rows = alpaca_rows(8)
+    with TGIServer(delay=0.02) as a, TGIServer(delay=0.02) as b:
+        b.script = dies_after(b, 10)
+        out = refine([a.url, b.url], rows, **FAST_RETRIES)
+        assert b.dead and len(b.answered) < 14 and len(a.answered) > 8 * 8 - 14
+    assert out.to_list() == clean_run(rows, tmp_path).to_list()
+
+
+def test_replicas_must_serve_the_same_model() -> None:
+    with TGIServer() as a, TGIServer(model_sha="fedcba98") as b:
+        with pytest.raises(ConfigError, match="replicas of one model.*0123abcd.*fedcba98"):
+            refine([a.url, b.url], alpaca_rows(1))
+        assert a.calls == [] and b.calls == []
+
+
+def test_all_endpoints_down_stops_the_run_and_keeps_every_answer(tmp_path: Path) -> None:
+    rows = alpaca_rows(6)
+    with TGIServer(delay=0.02) as a:
+        a.script = dies_after(a, 20)
+        with pytest.raises(EndpointError, match=rf"Every endpoint is down \({a.url}\).*request cache"):
+            refine(a.url, rows, **FAST_RETRIES)
+        answered_before = {c.key for c in a.answered}
+
+    with TGIServer() as restarted:  # the same model, back on another port
+        out = refine(restarted.url, rows, **FAST_RETRIES)
+        asked_again = {c.key for c in restarted.calls}
+    assert answered_before and not asked_again & answered_before
+    assert len(asked_again) + len(answered_before) == 6 * 8
+    assert out.to_list() == clean_run(rows, tmp_path).to_list()
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+
+def test_on_error_raise_stops_at_the_first_failure(server: TGIServer) -> None:
+    rows = alpaca_rows(4)
+    rows[1]["instruction"] = "TOO LONG " + rows[1]["instruction"]
+    server.script = lambda call: Error(422, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096", "validation") if "TOO LONG" in call.task else default_script(call)
+    with pytest.raises(RowError, match=r"validation: HTTP 422: Input validation error.*on_error='raise'.*TOO LONG"):
+        refine(server.url, rows, on_error="raise")
+    assert len(server.calls) < 4 * 8
+
+
+def test_on_error_raise_also_stops_on_a_bad_row(server: TGIServer) -> None:
+    rows = alpaca_rows(2) + [{"instruction": "Say hi.", "input": "", "output": None}]
+    with pytest.raises(RowError, match="input: column 'output' must be a non-empty string"):
+        refine(server.url, rows, on_error="raise")
+
+
+def test_on_error_must_be_known() -> None:
+    with pytest.raises(ConfigError, match="on_error must be 'record'.*or 'raise'"):
+        CoEvol(on_error="ignore")
+
+
+# -- the request cache ---------------------------------------------------------------------------
+
+
+def test_request_cache_answers_a_rerun_without_the_arrow_cache(server: TGIServer) -> None:
+    rows = alpaca_rows(3)
+    first = CoEvol(endpoint=server.url, max_rounds=1)
+    out = Dataset.from_list(rows).map(first, batched=True)  # in memory: datasets caches nothing
+    assert first.calls_made == 3 * 8 and first.cache_hits == 0
+    server.reset()
+
+    second = CoEvol(endpoint=server.url, max_rounds=1)
+    again = Dataset.from_list(rows).map(second, batched=True)
+    assert server.calls == [] and second.calls_made == 0 and second.cache_hits == 3 * 8
+    assert again.to_list() == out.to_list()
+
+
+def test_a_changed_option_reuses_the_calls_it_does_not_change(server: TGIServer) -> None:
+    refine(server.url, alpaca_rows(2))
+    server.reset()
+    refine(server.url, alpaca_rows(2), judge_mode="score")
+    assert [c.role for c in server.calls] == ["judge"] * 4  # debate, advice and edit come from the cache
+
+
+def test_cache_keys_hold_no_secret_and_the_cache_can_be_moved(server: TGIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_saved_token_value")
+    refine(server.url, alpaca_rows(2), token="sekret-endpoint-token", cache_dir=str(tmp_path / "moved"))
+    database = tmp_path / "moved" / "requests.sqlite"
+    assert database.is_file()
+    for path in database.parent.iterdir():
+        content = path.read_bytes()
+        assert b"sekret-endpoint-token" not in content and b"hf_saved_token_value" not in content
+    assert {c.headers.get("Authorization") for c in server.calls} == {"Bearer sekret-endpoint-token"}
+
+
+def test_unreadable_cache_file_is_reported_and_bypassed(server: TGIServer, isolated_hf_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    database = isolated_hf_home / "coevol-hf" / "requests.sqlite"
+    database.parent.mkdir(parents=True)
+    database.write_bytes(b"this is not a database, it was cut off mid-write" * 100)
+    rows = alpaca_rows(2)
+    with caplog.at_level(logging.WARNING, logger="coevol_hf"):
+        out = refine(server.url, rows)
+    assert "cannot be used" in caplog.text and str(database) in caplog.text
+    assert out["coevol_error"] == [None, None] and len(server.calls) == 2 * 8
+
+
+def test_damaged_entries_are_asked_again(server: TGIServer, isolated_hf_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rows = alpaca_rows(2)
+    first = refine(server.url, rows)
+    with sqlite3.connect(isolated_hf_home / "coevol-hf" / "requests.sqlite") as db:
+        db.execute("UPDATE answers SET value = ?", (b"\x78\x01garbage",))
+    server.reset()
+    with caplog.at_level(logging.WARNING, logger="coevol_hf"):
+        again = refine(server.url, rows)
+    assert "unreadable entry" in caplog.text
+    assert len(server.calls) == 2 * 8 and again.to_list() == first.to_list()
+
+
+def run_script(data_file: Path, cache_dir: Path, **options) -> subprocess.Popen:
+    command = [sys.executable, str(RUNNER), str(data_file), str(cache_dir), json.dumps(options)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+def test_killed_run_repeats_no_answered_call(tmp_path: Path) -> None:
+    data_file = tmp_path / "alpaca.jsonl"
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in alpaca_rows(6)))
+    with TGIServer(delay=0.02) as server:
+        first = run_script(data_file, tmp_path / "datasets-cache", endpoint=server.url, max_rounds=1, max_concurrency=4)
+        while len(server.answered) < 20:
+            assert first.poll() is None, first.stderr.read()
+            time.sleep(0.01)
+        server.hold()
+        time.sleep(1.0)  # the answers sent before the hold reach the client's cache
+        answered = {c.key for c in server.answered}
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        server.release()
+        server.reset()
+
+        second = run_script(data_file, tmp_path / "datasets-cache", endpoint=server.url, max_rounds=1, max_concurrency=4)
+        stdout, stderr = second.communicate(timeout=120)
+        assert second.returncode == 0, stderr
+        asked_again = [c.key for c in server.calls]
+    assert len(answered) >= 20 and not set(asked_again) & answered
+    assert len(asked_again) == 6 * 8 - len(answered)
+    rows = json.loads(stdout.strip().splitlines()[-1])
+    assert [r["coevol_error"] for r in rows] == [None] * 6 and [r["coevol_rounds"] for r in rows] == [[1]] * 6
+
+
+def test_num_proc_workers_share_the_request_cache(server: TGIServer, tmp_path: Path) -> None:
+    data_file = tmp_path / "alpaca.jsonl"
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in alpaca_rows(6)))
+    options = {"endpoint": server.url, "max_rounds": 1, "map": {"num_proc": 2, "batch_size": 2, "load_from_cache_file": False}}
+    for attempt in ("fill", "replay"):
+        process = run_script(data_file, tmp_path / "datasets-cache", **options)
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        if attempt == "fill":
+            assert len(server.calls) == 6 * 8
+            filled = stdout
+            server.reset()
+    assert server.calls == [] and stdout == filled
+
+
+def test_cli_counts_cache_hits_and_misses(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from coevol_hf.cli import main
+
+    source = tmp_path / "alpaca.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in alpaca_rows(2)))
+    with TGIServer() as a, TGIServer() as b:
+        args = ["refine", str(source), "--endpoint", f"{a.url},{b.url}", "--max-rounds", "1", "--retry-backoff", "0.01", "--cache-dir", str(tmp_path / "rc")]
+        assert main([*args, "-o", str(tmp_path / "first")]) == 0
+        assert "LLM calls: 16 (request cache: 0 hits, 16 misses; HTTP requests sent: 16, retries included)" in capsys.readouterr().out
+        # Another judge mode is a new datasets fingerprint; only the judge calls are new requests.
+        assert main([*args, "--judge-mode", "score", "-o", str(tmp_path / "second")]) == 0
+        assert "LLM calls: 16 (request cache: 12 hits, 4 misses; HTTP requests sent: 4, retries included)" in capsys.readouterr().out
+
+
+def test_an_endpoint_down_at_start_is_left_out(server: TGIServer) -> None:
+    out = refine(["http://127.0.0.1:9", server.url], alpaca_rows(2))
+    assert out["coevol_error"] == [None, None] and len(server.calls) == 2 * 8
+
+
+def test_endpoint_urls_must_not_carry_credentials() -> None:
+    with pytest.raises(ConfigError, match="credentials.*token="):
+        CoEvol(endpoint="https://user:hunter2@tgi.example.com")
