@@ -107,8 +107,9 @@ def run_sequential(transform: CoEvol, dataset: Dataset, concurrency: int) -> int
     return asyncio.run(main())
 
 
-def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, dataset: Dataset) -> dict[str, Any]:
-    transform = CoEvol(endpoint=simulator.url, max_rounds=args.max_rounds, max_concurrency=args.concurrency)
+def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, dataset: Dataset, cache_dir: Path) -> dict[str, Any]:
+    # A fresh request cache per mode: every call is a miss, and is stored, as in a first run.
+    transform = CoEvol(endpoint=simulator.url, max_rounds=args.max_rounds, max_concurrency=args.concurrency, cache_dir=str(cache_dir / mode))
     transform.server  # the one /info request, outside the measured time
     simulator.reset()
     cpu, wall = time.process_time(), time.perf_counter()
@@ -158,7 +159,7 @@ def main() -> None:
             os.environ["HF_DATASETS_CACHE"] = tmp
             dataset = load_dataset("json", data_files=str(alpaca_file(args.rows, Path(tmp))), split="train", cache_dir=tmp)
             for mode in args.modes:
-                print(json.dumps(measure(mode, args, simulator, dataset)), flush=True)
+                print(json.dumps(measure(mode, args, simulator, dataset, Path(tmp))), flush=True)
     finally:
         simulator.close()
 
