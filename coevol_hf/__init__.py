@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 
 from .errors import CoEvolError, ConfigError, EndpointError, InputFormatError  # noqa: E402
 from .formats import Columns  # noqa: E402
+from .pairwise import PairwiseJudge  # noqa: E402
 from .prompts import Prompts  # noqa: E402
 from .transform import CoEvol, coevol_refine  # noqa: E402
 
@@ -18,6 +19,7 @@ __all__ = [
     "ConfigError",
     "EndpointError",
     "InputFormatError",
+    "PairwiseJudge",
     "Prompts",
     "__version__",
     "coevol_refine",

@@ -45,6 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     with LocalServer(host=args.host, port=args.port, parallel=args.parallel, allow_remote=args.allow_remote) as server:
         print(f"Serving the local model at {server.url} (Ctrl-C to stop)", flush=True)
+        # A shell starts background jobs with SIGINT ignored, and Python keeps it so: restore Ctrl-C.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while True:

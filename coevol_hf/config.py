@@ -20,6 +20,15 @@ from .prompts import Prompts
 
 Api = Literal["chat", "generate"]
 OnError = Literal["record", "raise"]
+Pipeline = Literal["coevol", "debate_advise_edit", "advise_edit", "advise_edit_blind", "edit"]
+# The full method and the paper's ablations, each a single pass without a judge:
+PIPELINES: Mapping[str, str] = {
+    "coevol": "debate, advise, edit, judge in both orders; repeat while the edit wins (the default)",
+    "debate_advise_edit": "two-stage debate, advisor, editor; one pass, no judge",
+    "advise_edit": "advisor sees the instruction and the response, then the editor revises it",
+    "advise_edit_blind": "advisor sees only the instruction, then the editor revises the response",
+    "edit": "the editor writes a new response from the instruction alone",
+}
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 ENDPOINT_ENV = "COEVOL_ENDPOINT"
@@ -29,6 +38,7 @@ ENDPOINT_ENV = "COEVOL_ENDPOINT"
 class RefineConfig:
     """Every option that can change what the agents write."""
 
+    pipeline: Pipeline = "coevol"
     max_rounds: int = 3
     judge_mode: JudgeMode = "compare"
     temperature: float = 0.0
@@ -55,6 +65,8 @@ class RefineConfig:
             raise ConfigError(f"temperature must be a number from 0 (greedy) to 2, not {self.temperature!r}.")
         if not isinstance(self.structured_judge, bool):
             raise ConfigError(f"structured_judge must be True or False, not {self.structured_judge!r}.")
+        if self.pipeline not in PIPELINES:
+            raise ConfigError(f"pipeline must be one of {list(PIPELINES)}, not {self.pipeline!r}.")
         if self.on_error not in ("record", "raise"):
             raise ConfigError(f"on_error must be 'record' (write coevol_error and go on) or 'raise' (stop the run), not {self.on_error!r}.")
         if self.api not in ("chat", "generate"):

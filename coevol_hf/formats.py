@@ -136,6 +136,13 @@ def _read_alpaca(row: Mapping[str, Any], columns: Columns) -> Conversation:
     return Conversation(system=None, exchanges=(Exchange(user, output),))
 
 
+def read_pair(row: Mapping[str, Any], columns: Columns, a: str, b: str) -> tuple[str, str, str]:
+    """The instruction (with its input) and the two answers in columns `a` and `b` of a row."""
+    first = _read_alpaca(row, dataclasses.replace(columns, output=a)).exchanges[0]
+    second = _read_alpaca(row, dataclasses.replace(columns, output=b)).exchanges[0]
+    return first.user, first.assistant, second.assistant
+
+
 def _read_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Mapping[str, str]) -> Conversation:
     if not isinstance(turns, list) or not turns:
         raise RowError("input", f"column {key!r} must be a non-empty list of turns, got {_describe(turns)}")

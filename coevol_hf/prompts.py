@@ -25,8 +25,8 @@ CRITIC_PERSONA = (
     "to say precisely how each problem could be fixed."
 )
 ADVISOR_PERSONA = (
-    "You are an editor-in-chief. You read a debate between two reviewers about an answer, keep "
-    "only the points that hold up, and turn them into a short list of concrete revisions."
+    "You are an editor-in-chief. You weigh what is known about an answer, keep only the points "
+    "that hold up, and turn them into a short list of concrete revisions."
 )
 EDITOR_PERSONA = (
     "You are a skilled writer who revises answers. You apply the requested revisions faithfully "
@@ -62,6 +62,18 @@ ADVISOR_TASK = (
     "three concrete suggestions for improving the answer, one per line, each starting with "
     "'- '. Write nothing else."
 )
+# The paper's simpler pipelines (ablations): an advisor without the debate, an editor from scratch.
+ADVISOR_DIRECT_TASK = (
+    _TURN + "Answer under review:\n{response}\n\n"
+    "Write at most three concrete suggestions for improving the answer, one per line, each "
+    "starting with '- '. Write nothing else."
+)
+ADVISOR_BLIND_TASK = (
+    _TURN + "Before anyone answers this instruction, write at most three concrete suggestions for "
+    "what an excellent answer must do, one per line, each starting with '- '. Write nothing else."
+)
+EDITOR_WRITE_TASK = _TURN + "Write the best answer to this instruction. Reply with the answer only, without any preamble."
+
 EDITOR_TASK = (
     _TURN + "Current answer:\n{response}\n\n"
     "Suggestions:\n{suggestions}\n\n"
@@ -93,7 +105,10 @@ TEMPLATE_FIELDS: Mapping[str, frozenset[str]] = {
     "rebuttal_task": frozenset({"other_review"}),
     "advisor_task": _TASK_FIELDS
     | {"response", "advocate_review", "critic_review", "advocate_rebuttal", "critic_rebuttal"},
+    "advisor_direct_task": _TASK_FIELDS | {"response"},
+    "advisor_blind_task": _TASK_FIELDS,
     "editor_task": _TASK_FIELDS | {"response", "suggestions"},
+    "editor_write_task": _TASK_FIELDS,
     "judge_compare_task": _TASK_FIELDS | {"response_a", "response_b"},
     "judge_score_task": _TASK_FIELDS | {"response_a", "response_b"},
 }
@@ -112,7 +127,10 @@ class Prompts:
     critic_task: str = CRITIC_TASK
     rebuttal_task: str = REBUTTAL_TASK
     advisor_task: str = ADVISOR_TASK
+    advisor_direct_task: str = ADVISOR_DIRECT_TASK
+    advisor_blind_task: str = ADVISOR_BLIND_TASK
     editor_task: str = EDITOR_TASK
+    editor_write_task: str = EDITOR_WRITE_TASK
     judge_compare_task: str = JUDGE_COMPARE_TASK
     judge_score_task: str = JUDGE_SCORE_TASK
 

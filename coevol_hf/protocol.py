@@ -14,7 +14,8 @@ from typing import Any, Awaitable, Protocol, Sequence, TypeVar
 
 from .config import RefineConfig
 from .formats import Conversation
-from .judge import COMPARE_SCHEMA, SCORE_SCHEMA, merge, parse_verdict
+from .judge import COMPARE_SCHEMA, SCORE_SCHEMA, Decision, merge, parse_verdict
+from .prompts import Prompts
 
 Message = dict[str, str]
 T = TypeVar("T")
@@ -68,10 +69,14 @@ async def refine_conversation(conversation: Conversation, config: RefineConfig, 
 
 
 async def _refine_turn(chat: Chat, config: RefineConfig, context: str, instruction: str, response: str) -> tuple[str, list[dict]]:
+    fields = {"context": context, "instruction": instruction}
+    if config.pipeline != "coevol":
+        trace = await _single_pass(chat, config, fields, response)
+        return (trace["edit"] if trace["accepted"] else response), [{"round": 1, **trace}]
     rounds: list[dict[str, Any]] = []
     current = response
     for number in range(1, config.max_rounds + 1):
-        trace = await _run_round(chat, config, context, instruction, current)
+        trace = await _run_round(chat, config, fields, current)
         rounds.append({"round": number, **trace})
         if not trace["accepted"]:
             break
@@ -79,9 +84,41 @@ async def _refine_turn(chat: Chat, config: RefineConfig, context: str, instructi
     return current, rounds
 
 
-async def _run_round(chat: Chat, config: RefineConfig, context: str, instruction: str, response: str) -> dict[str, Any]:
+async def _run_round(chat: Chat, config: RefineConfig, fields: dict[str, str], response: str) -> dict[str, Any]:
+    """Debate, advise, edit, judge: the edit is accepted only if the judge finds it strictly better."""
+    debate = await _debate(chat, config.prompts, fields, response)
+    trace = await _advise_and_edit(chat, config.prompts, fields, response, "advisor_task", {"response": response, **debate})
+    trace = {"debate": debate, **trace}
+    if trace["stop"] is not None:
+        return {**trace, "verdicts": None, "scores": None, "accepted": False}
+    verdicts, decision = await judge_both_orders(chat, config, fields, response, trace["edit"])
+    return {
+        **trace,
+        "verdicts": verdicts,
+        "scores": _pair(decision.merged),
+        "accepted": decision.accepted,
+        "stop": None if decision.accepted else ("unreadable_verdicts" if decision.merged is None else "not_better"),
+    }
+
+
+async def _single_pass(chat: Chat, config: RefineConfig, fields: dict[str, str], response: str) -> dict[str, Any]:
+    """The paper's simpler pipelines: one pass, no judge; a usable edit replaces the response."""
     prompts = config.prompts
-    fields = {"context": context, "instruction": instruction}
+    if config.pipeline == "edit":
+        edit = await _edit(chat, prompts, "editor_write_task", fields)
+        trace: dict[str, Any] = {"edit": edit, "stop": None if edit else "no_change"}
+    elif config.pipeline == "advise_edit_blind":
+        trace = await _advise_and_edit(chat, prompts, fields, response, "advisor_blind_task", {})
+    elif config.pipeline == "advise_edit":
+        trace = await _advise_and_edit(chat, prompts, fields, response, "advisor_direct_task", {"response": response})
+    else:  # "debate_advise_edit"
+        debate = await _debate(chat, prompts, fields, response)
+        trace = {"debate": debate, **await _advise_and_edit(chat, prompts, fields, response, "advisor_task", {"response": response, **debate})}
+    return {**trace, "verdicts": None, "scores": None, "accepted": trace["stop"] is None}
+
+
+async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> dict[str, str]:
+    """Two reviewers, for and against; then each weighs the other's review."""
 
     def opening(persona: str, task: str) -> list[Message]:
         return [_system(prompts.render(persona)), _user(prompts.render(task, **fields, response=response))]
@@ -92,42 +129,46 @@ async def _run_round(chat: Chat, config: RefineConfig, context: str, instruction
         chat([*advocate, _assistant(advocate_review.text), _user(prompts.render("rebuttal_task", other_review=critic_review.text))]),
         chat([*critic, _assistant(critic_review.text), _user(prompts.render("rebuttal_task", other_review=advocate_review.text))]),
     )
-    debate = {
+    return {
         "advocate_review": advocate_review.text,
         "critic_review": critic_review.text,
         "advocate_rebuttal": advocate_rebuttal.text,
         "critic_rebuttal": critic_rebuttal.text,
     }
-    trace: dict[str, Any] = {"debate": debate}
 
-    advice = await chat([_system(prompts.render("advisor_persona")), _user(prompts.render("advisor_task", **fields, response=response, **debate))])
+
+async def _advise_and_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str, advisor_task: str, seen: dict[str, str]) -> dict[str, Any]:
+    """The advisor's suggestions (from what `seen` shows it), then the editor's revision of `response`."""
+    advice = await chat([_system(prompts.render("advisor_persona")), _user(prompts.render(advisor_task, **fields, **seen))])
     suggestions = parse_suggestions(advice.text)
-    trace.update(advice=advice.text, suggestions=suggestions)
+    trace: dict[str, Any] = {"advice": advice.text, "suggestions": suggestions}
     if not suggestions:
-        return {**trace, "edit": None, "verdicts": None, "scores": None, "accepted": False, "stop": "no_suggestions"}
-
+        return {**trace, "edit": None, "stop": "no_suggestions"}
     listed = "\n".join(f"- {s}" for s in suggestions)
-    edit = (await chat([_system(prompts.render("editor_persona")), _user(prompts.render("editor_task", **fields, response=response, suggestions=listed))])).text.strip()
-    trace["edit"] = edit
-    if not edit or edit == response.strip():
-        return {**trace, "verdicts": None, "scores": None, "accepted": False, "stop": "no_change"}
+    edit = await _edit(chat, prompts, "editor_task", fields, response=response, suggestions=listed)
+    return {**trace, "edit": edit, "stop": None if edit and edit != response.strip() else "no_change"}
 
+
+async def _edit(chat: Chat, prompts: Prompts, task: str, fields: dict[str, str], **extra: str) -> str:
+    return (await chat([_system(prompts.render("editor_persona")), _user(prompts.render(task, **fields, **extra))])).text.strip()
+
+
+async def judge_both_orders(chat: Chat, config: RefineConfig, fields: dict[str, str], old: str, new: str) -> tuple[dict[str, Any], Decision]:
+    """The judge sees (old, new) and (new, old) concurrently; the merge cancels position bias."""
     judge_task = "judge_compare_task" if config.judge_mode == "compare" else "judge_score_task"
     schema = COMPARE_SCHEMA if config.judge_mode == "compare" else SCORE_SCHEMA
+    prompts = config.prompts
 
     def judge(a: str, b: str) -> Awaitable[Reply]:
         return chat([_system(prompts.render("judge_persona")), _user(prompts.render(judge_task, **fields, response_a=a, response_b=b))], schema=schema)
 
-    old_first, new_first = await gather_or_cancel(judge(response, edit), judge(edit, response))
+    old_first, new_first = await gather_or_cancel(judge(old, new), judge(new, old))
     decision = merge(parse_verdict(old_first.text, config.judge_mode), parse_verdict(new_first.text, config.judge_mode), config.judge_mode)
-    trace["verdicts"] = {
+    verdicts = {
         "old_first": {"text": old_first.text, "scores": _pair(decision.old_first)},
         "new_first": {"text": new_first.text, "scores": _pair(decision.new_first)},
     }
-    trace["scores"] = _pair(decision.merged)
-    trace["accepted"] = decision.accepted
-    trace["stop"] = None if decision.accepted else ("unreadable_verdicts" if decision.merged is None else "not_better")
-    return trace
+    return verdicts, decision
 
 
 def parse_suggestions(advice: str) -> list[str]:

@@ -36,7 +36,7 @@ from .protocol import RefinedConversation, gather_or_cancel, refine_conversation
 
 # The modules whose code decides the refined text. Editing any of them changes every fingerprint,
 # because datasets pickles importable code by reference and would otherwise reuse stale results.
-_OUTPUT_MODULES = ("config.py", "formats.py", "judge.py", "prompts.py", "protocol.py", "transform.py", "client/tgi.py")
+_OUTPUT_MODULES = ("config.py", "formats.py", "judge.py", "pairwise.py", "prompts.py", "protocol.py", "transform.py", "client/tgi.py")
 
 
 def _implementation_tag() -> str:
@@ -55,7 +55,8 @@ class CoEvol:
 
     Every option is a keyword. `endpoint` defaults to `COEVOL_ENDPOINT`, else
     `http://127.0.0.1:8080`; a list (or comma-separated string) names replicas of one model.
-    Options that change outputs (`max_rounds`, `judge_mode`, `temperature`, `max_new_tokens`,
+    `pipeline` picks the full method (default) or one of the paper's one-pass ablations
+    (`coevol_hf.config.PIPELINES`). Options that change outputs (`pipeline`, `max_rounds`, `judge_mode`, `temperature`, `max_new_tokens`,
     `seed`, `context_turns`, `api`, `chat_template`, `model`, `structured_judge`, `on_error`,
     `prompts`, `columns`, `format`) enter the cache fingerprint; `endpoint`, `max_concurrency`,
     `timeout`, `token`, `max_retries`, `retry_backoff`, `request_cache` and `cache_dir` do not.
@@ -69,6 +70,7 @@ class CoEvol:
         self,
         endpoint: str | Sequence[str] | None = None,
         *,
+        pipeline: str = "coevol",
         max_rounds: int = 3,
         judge_mode: str = "compare",
         temperature: float = 0.0,
@@ -211,9 +213,14 @@ class CoEvol:
             self._variants[key] = CoEvol(**{**self._options, **overrides})
         return self._variants[key]
 
-    async def _refine_batch(self, fmt: Format, batch: Mapping[str, Sequence[Any]], server: ServerInfo) -> dict[str, Any]:
+    def client(self, server: ServerInfo) -> EndpointClient:
+        """This process's client for the endpoints (made on first use, inside the event loop)."""
         if self._client is None:
             self._client = EndpointClient(self.connection, self.config, server, self._probed)
+        return self._client
+
+    async def _refine_batch(self, fmt: Format, batch: Mapping[str, Sequence[Any]], server: ServerInfo) -> dict[str, Any]:
+        self.client(server)
         columns = self.config.columns
         present = [c for c in columns.source_columns(fmt) if c in batch]
         size = len(batch[present[0]])
@@ -249,17 +256,19 @@ class CoEvol:
         try:
             conversation = read_row(fmt, row, self.config.columns)
         except RowError as err:
-            return [], self._failed(err, row)
+            return [], row_failure(err, row, self.config.on_error)
         try:
             return conversation.responses, await refine_conversation(conversation, self.config, self._client)
         except RowError as err:
-            return conversation.responses, self._failed(err, row)
+            return conversation.responses, row_failure(err, row, self.config.on_error)
 
-    def _failed(self, err: RowError, row: Mapping[str, Any]) -> RowError:
-        if self.config.on_error == "raise":
-            start = next((str(v) for v in row.values() if isinstance(v, str)), "")[:60]
-            raise RowError(err.kind, f"{err.args[0]} (on_error='raise'; the row starting {start!r})") from None
-        return err
+
+def row_failure(err: RowError, row: Mapping[str, Any], on_error: str) -> RowError:
+    """The error to record for a failed row, or, with on_error='raise', raise it naming the row."""
+    if on_error == "raise":
+        start = next((str(v) for v in row.values() if isinstance(v, str)), "")[:60]
+        raise RowError(err.kind, f"{err.args[0]} (on_error='raise'; the row starting {start!r})") from None
+    return err
 
 
 def _typed(values: list[Any], arrow_type: pa.DataType) -> list[pa.Scalar]:
@@ -275,6 +284,7 @@ def _trace(refined: Any, server: ServerInfo, config: RefineConfig) -> dict[str, 
     return {
         "model": server.identity,
         "server": {"kind": server.kind, "version": server.version},
+        "pipeline": config.pipeline,
         "judge_mode": config.judge_mode,
         "turns": refined.turns,
         "usage": {

@@ -72,7 +72,7 @@ class Call:
         return a.group(1), b.group(1)
 
     def response_under_review(self) -> str:
-        match = re.search(r"(?:Answer under review|Current answer):\n(.*?)\n\n(?:Argue that|Suggestions:|Review in favour)", self.task, re.S)
+        match = re.search(r"(?:Answer under review|Current answer):\n(.*?)\n\n(?:Argue that|Suggestions:|Review in favour|Write at most)", self.task, re.S)
         assert match, f"no answer in: {self.task[:200]}"
         return match.group(1)
 
