@@ -6,8 +6,9 @@
 
 __version__ = "0.1.0"
 
-from .errors import CoEvolError, ConfigError, EndpointError, InputFormatError  # noqa: E402
+from .errors import CoEvolError, ConfigError, EndpointError, InputFormatError, PublishError  # noqa: E402
 from .formats import Columns  # noqa: E402
+from .hub import push_to_hub  # noqa: E402
 from .pairwise import PairwiseJudge  # noqa: E402
 from .prompts import Prompts  # noqa: E402
 from .transform import CoEvol, coevol_refine  # noqa: E402
@@ -21,6 +22,8 @@ __all__ = [
     "InputFormatError",
     "PairwiseJudge",
     "Prompts",
+    "PublishError",
     "__version__",
     "coevol_refine",
+    "push_to_hub",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
@@ -18,6 +17,7 @@ from . import __version__
 from .errors import CoEvolError
 
 DEMO_SAMPLE = "self_instruct_sample.jsonl"
+DATA_FILE = "data.parquet"
 _DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -82,57 +82,30 @@ def _run_refine(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
 
 def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: float) -> None:
-    from .card import render_card
-    from .stats import compute_stats, format_stats, trace_final_responses
+    from .card import CONFIG_FILE, build_card
+    from .hub import source_card
+    from .stats import compute_stats, format_stats
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    refined.to_parquet(str(output / "data.parquet"))
+    refined.to_parquet(str(output / DATA_FILE))
     if args.jsonl:
         refined.to_json(str(output / "data.jsonl"), lines=True, force_ascii=False)
-    summary_columns = ["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]
-    stats = compute_stats(refined.select_columns(summary_columns))
-    example = _example(refined, trace_final_responses)
-    config = transform.config.to_dict()
-    default_prompts = dataclasses.asdict(type(transform.config.prompts)())
-    overridden = sorted(k for k, v in config.pop("prompts").items() if default_prompts[k] != v)
-    options = {**config, "columns": config["columns"], "prompts_overridden": overridden or "none"}
-    server = transform.server
-    card = render_card(
-        stats=stats,
-        options=options,
-        model=server.identity,
-        server=f"TGI {server.version or ''}".strip() if server.kind == "tgi" else "a Messages API server (OpenAI-compatible)",
-        source=args.input,
-        example=example,
-        reproduce=_reproduce_snippet(args),
-        pretty_name=f"{Path(args.input).stem} (CoEvol-refined)",
-    )
-    (output / "README.md").write_text(card, encoding="utf-8")
+    run = {**transform.run_config(), "source": args.input, "split": args.split, "command": _command(args)}
+    (output / CONFIG_FILE).write_text(json.dumps(run, indent=2, ensure_ascii=False), encoding="utf-8")
+    card = build_card({args.split: refined}, run, source=args.input, source_card=source_card(args.input, None), reproduce=_reproduce(run))
+    (output / "README.md").write_text(str(card), encoding="utf-8")
+    stats = compute_stats(refined.select_columns(["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]))
     made = None if args.num_proc else (transform.calls_made, transform.cache_hits, transform.cache_misses)
     print(format_stats(stats, calls=made, seconds=seconds))
-    print(f"wrote {output / 'data.parquet'}" + (f", {output / 'data.jsonl'}" if args.jsonl else "") + f" and {output / 'README.md'}")
+    written = [DATA_FILE] + (["data.jsonl"] if args.jsonl else []) + [CONFIG_FILE, "README.md"]
+    print(f"wrote {', '.join(written)} in {output}")
 
 
-def _example(refined: Any, finals: Any) -> dict[str, str] | None:
-    """The first row whose response changed, else the first refined row."""
-    fallback = None
-    for row in refined.select_columns(["coevol_original", "coevol_trace", "coevol_error"]):
-        if row["coevol_error"] is not None:
-            continue
-        trace = json.loads(row["coevol_trace"])
-        after = finals(trace, row["coevol_original"])[0]
-        candidate = {"instruction": trace["turns"][0]["instruction"], "before": row["coevol_original"][0], "after": after}
-        if after != row["coevol_original"][0]:
-            return candidate
-        fallback = fallback or candidate
-    return fallback
-
-
-def _reproduce_snippet(args: argparse.Namespace) -> str:
+def _command(args: argparse.Namespace) -> str:
     """The command that made this run, without its token."""
-    argv, shown, skip = args.argv, [], False
-    for item in argv:
+    shown, skip = [], False
+    for item in args.argv:
         if skip or item.startswith("--token="):
             skip = False
             continue
@@ -140,7 +113,55 @@ def _reproduce_snippet(args: argparse.Namespace) -> str:
             skip = True
             continue
         shown.append(item)
-    return f"# pip install coevol-hf=={__version__}\n# coevol-hf {shlex.join(shown)}"
+    return f"coevol-hf {shlex.join(shown)}"
+
+
+def _reproduce(run: dict[str, Any]) -> str:
+    from .card import reproduce_snippet
+
+    return f"{reproduce_snippet(run)}\n\n# or, from the shell:\n# {run['command']}"
+
+
+# -- push, card -------------------------------------------------------------------------------
+
+
+def _read_output(directory: str) -> tuple[Any, dict[str, Any]]:
+    """The data and run configuration that `coevol-hf refine` wrote into `directory`."""
+    from datasets import Dataset
+
+    from .card import CONFIG_FILE
+
+    folder = Path(directory)
+    missing = [name for name in (DATA_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"{folder} lacks {', '.join(missing)}: give a directory written by `coevol-hf refine`.")
+    run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    return Dataset.from_parquet(str(folder / DATA_FILE), keep_in_memory=True), run
+
+
+def _push(args: argparse.Namespace) -> int:
+    from datasets import DatasetDict
+
+    from .hub import push_to_hub
+
+    data, run = _read_output(args.directory)
+    splits = DatasetDict({run.get("split") or "train": data})
+    url = push_to_hub(splits, args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license, source=run.get("source"), pretty_name=args.pretty_name)
+    print(f"pushed {len(data)} rows, the card and the run configuration to {url}")
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .card import build_card
+    from .hub import source_card
+
+    data, run = _read_output(args.directory)
+    source = run.get("source")
+    card = build_card({run.get("split") or "train": data}, run, source=source, source_card=source_card(source, None) if source else None, license=args.license, pretty_name=args.pretty_name, reproduce=_reproduce(run))
+    path = Path(args.directory) / "README.md"
+    path.write_text(str(card), encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
 
 
 def _load(source: str, split: str, limit: int | None) -> Any:
@@ -264,11 +285,24 @@ def _parser() -> argparse.ArgumentParser:
     refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
     refine.set_defaults(run=_refine)
 
+    push = commands.add_parser("push", help="push a directory written by `refine` to the Hub, with its card")
+    push.add_argument("directory")
+    push.add_argument("repo_id", help="namespace/name of the dataset repo (created if needed)")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", help="Hub token with write access (default: the saved one)")
+    card = commands.add_parser("card", help="render the dataset card of a directory written by `refine`")
+    card.add_argument("directory")
+    for command in (push, card):
+        command.add_argument("--license", help="licence id for the card (default: the source dataset's, when known)")
+        command.add_argument("--pretty-name")
+    push.set_defaults(run=_push)
+    card.set_defaults(run=_card)
+
     demo = commands.add_parser("demo", help="refine a small real sample on the local model")
     demo.add_argument("--output", "-o", default="coevol-demo")
     demo.set_defaults(run=_demo)
 
-    for command in (serve, refine, demo):
+    for command in (serve, refine, push, card, demo):
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

@@ -24,6 +24,10 @@ class EndpointError(CoEvolError, ConnectionError):
     """The endpoint cannot be reached, or does not speak an LLM protocol we know."""
 
 
+class PublishError(CoEvolError):
+    """The Hub refused or interrupted a push; the local data is never touched."""
+
+
 class RowError(CoEvolError):
     """Why one row could not be refined: recorded in `coevol_error`, or raised with `on_error="raise"`.
 

@@ -166,6 +166,13 @@ class CoEvol:
                 model = "<unreachable>"
         return {"implementation": IMPLEMENTATION, "model": model, "config": self.config.to_dict()}
 
+    def run_config(self) -> dict[str, Any]:
+        """Everything needed to redo this run (`coevol_config.json` next to published data)."""
+        from .card import run_config
+
+        server = self.server
+        return run_config(self.config, model=server.identity, server={"kind": server.kind, "version": server.version}, implementation=IMPLEMENTATION)
+
     @property
     def calls_made(self) -> int:
         """HTTP requests for LLM calls this process sent for this transform, retries included."""

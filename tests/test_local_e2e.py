@@ -73,9 +73,11 @@ def test_cli_refine_writes_data_and_card(local_url: str, tmp_path: Path, capsys:
     assert len((output / "data.jsonl").read_text().splitlines()) == 2
     card = (output / "README.md").read_text()
     assert card.startswith("---\n") and "- coevol" in card and "size_categories:\n- n<1K" in card
-    assert f"Model: `{MODEL_ID}`" in card and "`max_rounds=1`" in card and "`max_new_tokens=48`" in card
-    assert "Rows: 2; improved:" in card
-    assert "sekret" not in card
+    assert f"Model: `{MODEL_ID}`" in card and "| `max_rounds` | `1` |" in card and "| `max_new_tokens` | `48` |" in card
+    assert "| rows | 2 |" in card and "| rows improved |" in card
+    config = json.loads((output / "coevol_config.json").read_text())
+    assert config["model"] == MODEL_ID and config["options"]["max_new_tokens"] == 48
+    assert "sekret" not in card and "sekret" not in json.dumps(config)
 
 
 def test_local_server_refuses_non_loopback() -> None:

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from aiohttp import web
+from threaded_server import ThreadedServer
 
 from coevol_hf.prompts import Prompts
 
@@ -114,7 +115,7 @@ def prefer_longer(call: Call) -> str:
     return "A\nIt is more complete." if len(a) > len(b) else "B\nIt is more complete."
 
 
-class TGIServer:
+class TGIServer(ThreadedServer):
     """Start with `with TGIServer(script) as server:`; `server.url`, `server.calls`."""
 
     def __init__(
@@ -128,6 +129,7 @@ class TGIServer:
         slots: int | None = None,
         max_concurrent_requests: int = 128,
     ) -> None:
+        super().__init__()
         self.script = script
         self.model_id = model_id
         self.model_sha = model_sha
@@ -143,39 +145,20 @@ class TGIServer:
         self.peak_in_flight = 0
         self.dead = False
         self.healthy = True  # what GET /health says (TGI: 503 when the model cannot generate)
-        self._site: web.TCPSite | None = None
         self._held: asyncio.Event | None = None
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
-    # -- lifecycle --------------------------------------------------------------------------
-
-    def __enter__(self) -> "TGIServer":
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/generate", self._generate)
         app.router.add_get("/info", self._info)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await self._site.start()
-        port = self._site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        return app
+
+    async def _start(self) -> None:
+        await super()._start()
         self._held = asyncio.Event()
         self._held.set()
 
@@ -191,7 +174,7 @@ class TGIServer:
     def die(self) -> None:
         """Refuse new connections and drop every open one, as a crashed server does."""
         self.dead = True
-        asyncio.run_coroutine_threadsafe(self._site.stop(), self._loop).result(10)
+        self.run(self._site.stop())
 
     # -- what the tests read ----------------------------------------------------------------
 

@@ -1,0 +1,203 @@
+"""Publishing to the Hub, against the in-process Hub server (`HF_ENDPOINT`, `HF_HUB_DISABLE_XET=1`).
+
+Pushes run in a subprocess, as a user's would: huggingface_hub reads `HF_ENDPOINT` at import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from conftest import alpaca_rows
+from hub_server import HubServer
+from tgi_server import TGIServer
+
+from coevol_hf.cli import main
+from coevol_hf.prompts import TEMPLATE_FIELDS
+
+TOKEN = "hf_test_write_token"
+
+
+@pytest.fixture
+def refined_dir(tmp_path: Path) -> Path:
+    """A directory written by `coevol-hf refine`: 4 Self-Instruct rows, one of them unusable."""
+    rows = alpaca_rows(4)
+    rows[2]["output"] = ""
+    source = tmp_path / "seed_tasks.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with TGIServer() as server:
+        assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--endpoint", server.url, "--max-rounds", "2"]) == 0
+    return tmp_path / "out"
+
+
+def run(code: str, hub: HubServer) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("HF_DATASETS_OFFLINE", None)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def push(directory: Path, repo_id: str, hub: HubServer, *extra: str, token: str = TOKEN) -> subprocess.CompletedProcess:
+    argv = ["push", str(directory), repo_id, "--token", token, *extra]
+    return run(f"import sys; from coevol_hf.cli import main; sys.exit(main({argv!r}))", hub)
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one line the command printed about its failure (progress bars share stderr)."""
+    (line,) = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("coevol-hf push:")]
+    return line
+
+
+def card_of(hub: HubServer, repo_id: str) -> tuple[dict, str]:
+    text = hub.repos[repo_id].files["README.md"].decode()
+    _, metadata, body = text.split("---\n", 2)
+    return yaml.safe_load(metadata), body
+
+
+def pushed_rows(hub: HubServer, repo_id: str, split: str = "train") -> list[dict]:
+    files = hub.repos[repo_id].files
+    shards = sorted(p for p in files if p.startswith(f"data/{split}-"))
+    return [row for shard in shards for row in pq.read_table(io.BytesIO(files[shard])).to_pylist()]
+
+
+def test_push_to_a_fresh_repo(refined_dir: Path) -> None:
+    with HubServer(token=TOKEN) as hub:
+        result = push(refined_dir, "me/refined", hub, "--license", "mit")
+        assert result.returncode == 0, result.stderr
+        assert f"{hub.url}/datasets/me/refined" in result.stdout
+        metadata, body = card_of(hub, "me/refined")
+        rows = pushed_rows(hub, "me/refined")
+        config = json.loads(hub.repos["me/refined"].files["coevol_config.json"])
+        loaded = run("import json; from datasets import load_dataset; print(json.dumps(load_dataset('me/refined', split='train', token=%r).to_list()))" % TOKEN, hub)
+
+    local = pq.read_table(refined_dir / "data.parquet").to_pylist()
+    assert rows == local
+    assert loaded.returncode == 0, loaded.stderr
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == local
+
+    # Metadata: what datasets wrote, and ours.
+    assert metadata["dataset_info"]["splits"] == [{"name": "train", "num_bytes": metadata["dataset_info"]["splits"][0]["num_bytes"], "num_examples": 4}]
+    assert metadata["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    assert metadata["license"] == "mit" and metadata["size_categories"] == ["n<1K"]
+    assert metadata["task_categories"] == ["text-generation"] and set(metadata["tags"]) >= {"coevol", "synthetic", "instruction-tuning"}
+    assert metadata["pretty_name"] == "seed_tasks (CoEvol-refined)"
+
+    # The numbers are true of the pushed data.
+    improved = sum(1 for r in rows if r["coevol_error"] is None and any(r["coevol_rounds"]))
+    errors = sum(1 for r in rows if r["coevol_error"] is not None)
+    calls = sum(json.loads(r["coevol_trace"])["usage"]["calls"] for r in rows if r["coevol_trace"])
+    assert (improved, errors) == (3, 1)
+    assert "| rows | 4 |" in body and f"| rows improved | {improved} (75.0%) |" in body
+    assert "| rows left unrefined, by reason | input: 1 |" in body and f"| LLM calls | {calls} |" in body
+    assert "| accepted edits per turn (edits: turns) | 2: 3 |" in body
+    refined_rows = [r for r in rows if r["coevol_error"] is None]
+    before, after = sum(len(r["coevol_original"][0]) for r in refined_rows), sum(len(r["output"]) for r in refined_rows)
+    assert f"| response length in characters, before → after | {before} → {after} |" in body
+    assert "Model: `test-org/test-model@0123abcd`, served by Text Generation Inference 3.3.6" in body
+    assert "| `max_rounds` | `2` |" in body and "| `pipeline` | `\"coevol\"` |" in body
+    assert "**After**" in body and "[edited] [edited]" in body and "@inproceedings{li-etal-2024-coevol" in body
+
+    # The run configuration holds every option and every template.
+    assert config["model"] == "test-org/test-model@0123abcd" and config["options"]["max_rounds"] == 2
+    assert set(config["options"]["prompts"]) == set(TEMPLATE_FIELDS) and TOKEN not in json.dumps(config)
+
+
+def test_existing_card_metadata_survives(refined_dir: Path) -> None:
+    with HubServer(token=TOKEN) as hub:
+        hub.create("me/refined", {"README.md": b"---\nlicense: apache-2.0\ntags:\n- my-own-tag\nlanguage:\n- en\n---\n# An older card\n"})
+        result = push(refined_dir, "me/refined", hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/refined")
+    assert metadata["license"] == "apache-2.0" and metadata["language"] == ["en"]
+    assert metadata["tags"][0] == "my-own-tag" and "coevol" in metadata["tags"]
+    assert "dataset_info" in metadata and "configs" in metadata
+    assert "# seed_tasks (CoEvol-refined)" in body
+
+
+def test_source_dataset_lends_its_licence(tmp_path: Path) -> None:
+    rows = alpaca_rows(2)
+    code = f"""
+import json
+from datasets import Dataset
+from coevol_hf import CoEvol, push_to_hub
+refiner = CoEvol(endpoint=URL, max_rounds=1)
+refined = Dataset.from_list({rows!r}).map(refiner, batched=True)
+print(push_to_hub(refined, "me/refined", refiner=refiner, token={TOKEN!r}, source="org/seed-tasks"))
+"""
+    with HubServer(token=TOKEN) as hub, TGIServer() as server:
+        hub.create("org/seed-tasks", {"README.md": b"---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# Seed tasks\n"})
+        result = run(code.replace("URL", repr(server.url)), hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/refined")
+    assert metadata["license"] == "apache-2.0" and metadata["language"] == ["en"]
+    assert metadata["source_datasets"] == ["org/seed-tasks"] and "[org/seed-tasks](https://huggingface.co/datasets/org/seed-tasks)" in body
+
+
+def test_dataset_dict_with_two_splits(tmp_path: Path) -> None:
+    rows = alpaca_rows(5)
+    code = f"""
+import json
+from datasets import Dataset, DatasetDict
+from coevol_hf import CoEvol, push_to_hub
+refiner = CoEvol(endpoint=URL, max_rounds=1)
+splits = DatasetDict(train=Dataset.from_list({rows[:3]!r}), test=Dataset.from_list({rows[3:]!r})).map(refiner, batched=True)
+push_to_hub(splits, "me/two-splits", refiner=refiner, token={TOKEN!r})
+"""
+    with HubServer(token=TOKEN) as hub, TGIServer() as server:
+        result = run(code.replace("URL", repr(server.url)), hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/two-splits")
+        train, test = pushed_rows(hub, "me/two-splits", "train"), pushed_rows(hub, "me/two-splits", "test")
+    assert [r["instruction"] for r in train] == [r["instruction"] for r in rows[:3]]
+    assert [r["instruction"] for r in test] == [r["instruction"] for r in rows[3:]]
+    assert {s["split"] for s in metadata["configs"][0]["data_files"]} == {"train", "test"}
+    assert "| rows | 5 |" in body
+
+
+def test_wrong_token_is_a_clear_error(refined_dir: Path) -> None:
+    with HubServer(token=TOKEN) as hub:
+        result = push(refined_dir, "me/refined", hub, token="hf_wrong")
+        assert hub.repos == {}
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "coevol-hf push: The Hub refused the token (401) for me/refined: pass token= (a token with write "
+        "access), or log in with `hf auth login`."
+    )
+
+
+def test_connection_dropped_mid_push(refined_dir: Path) -> None:
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in refined_dir.iterdir()}
+    with HubServer(token=TOKEN) as hub:
+        hub.drop_after = 1  # the first upload request loses its connection
+        result = push(refined_dir, "me/refined", hub)
+        assert "README.md" not in hub.repos["me/refined"].files
+    assert result.returncode == 1
+    message = error_line(result)
+    assert message.startswith("coevol-hf push: The push to me/refined was interrupted (") and "Nothing local was changed" in message
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in refined_dir.iterdir()} == before
+
+
+def test_a_run_configuration_from_another_model_is_refused_before_upload(refined_dir: Path) -> None:
+    config_path = refined_dir / "coevol_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "model": "other/model"}))
+    with HubServer(token=TOKEN) as hub:
+        result = push(refined_dir, "me/refined", hub)
+        assert not [r for r in hub.requests if r.startswith(("POST", "PUT"))]
+    assert result.returncode == 1 and "the run configuration names 'other/model'" in result.stderr
+
+
+def test_card_command_renders_locally(refined_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    (refined_dir / "README.md").unlink()
+    assert main(["card", str(refined_dir), "--license", "cc-by-4.0", "--pretty-name", "Refined seeds"]) == 0
+    card = (refined_dir / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---\n", 2)[1])
+    assert metadata["license"] == "cc-by-4.0" and metadata["pretty_name"] == "Refined seeds"
+    assert "| rows | 4 |" in card and "coevol-hf refine" in card and "--token" not in card
