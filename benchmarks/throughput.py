@@ -9,7 +9,11 @@ Starts `tgi_simulator.py` in its own process, refines N rows of real Self-Instru
 - `sequential`: every row's calls strictly one after another, `--concurrency` rows at a time,
   the execution model of the original CoEvol code (a thread pool of sequential samples).
 
+With `--local`, the server is the real local model (llama.cpp, SmolLM2-135M) instead of the
+simulator, and the report gives rows per minute and generated tokens per second.
+
     python benchmarks/throughput.py --rows 500 --modes map sequential
+    python benchmarks/throughput.py --local --rows 12 --max-rounds 1 --max-new-tokens 128 --concurrency 4
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from datasets import Dataset, load_dataset
 from datasets.utils.logging import disable_progress_bar
 
 from coevol_hf import CoEvol
-from coevol_hf.client import EndpointClient
 from coevol_hf.formats import read_row
 
 SEED_TASKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
@@ -87,7 +90,7 @@ def run_sequential(transform: CoEvol, dataset: Dataset, concurrency: int) -> int
     fmt = transform.config.columns.detect(dataset.column_names)
 
     async def main() -> int:
-        client = EndpointClient(transform.connection, transform.config, transform.server)
+        client = transform.client(transform.server)
         rows = asyncio.Semaphore(concurrency)
 
         async def one(row: dict[str, Any]) -> None:
@@ -141,6 +144,32 @@ def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, da
     }
 
 
+def measure_local(args: argparse.Namespace, dataset: Dataset, cache_dir: Path) -> dict[str, Any]:
+    from coevol_hf.local import LocalServer
+
+    with LocalServer(parallel=args.concurrency) as server:
+        transform = CoEvol(endpoint=server.url, max_rounds=args.max_rounds, max_new_tokens=args.max_new_tokens, max_concurrency=args.concurrency, cache_dir=str(cache_dir / "local"))
+        transform.server
+        wall = time.perf_counter()
+        refined = run_map(transform, dataset, args.batch_size)
+        wall = time.perf_counter() - wall  # no client CPU: llama.cpp runs inside this process
+    usage = [json.loads(t)["usage"] for t in refined["coevol_trace"] if t]
+    generated = sum(u["completion_tokens"] for u in usage)
+    return {
+        "mode": "map, local llama.cpp SmolLM2-135M",
+        "rows": len(refined),
+        "slots": args.concurrency,
+        "max_rounds": args.max_rounds,
+        "max_new_tokens": args.max_new_tokens,
+        "wall_s": round(wall, 1),
+        "rows_per_min": round(60 * len(refined) / wall, 1),
+        "calls": transform.calls_made,
+        "generated_tokens_per_s": round(generated / wall, 1),
+        "prompt_tokens": sum(u["prompt_tokens"] for u in usage),
+        "errors": sum(e is not None for e in refined["coevol_error"]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rows", type=int, default=500)
@@ -150,9 +179,16 @@ def main() -> None:
     parser.add_argument("--service-time", type=float, default=0.1)
     parser.add_argument("--concurrency", type=int, default=32, help="max_concurrency, and rows at a time in sequential mode")
     parser.add_argument("--max-rounds", type=int, default=3)
+    parser.add_argument("--local", action="store_true", help="the real local model instead of the simulator")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="with --local")
     args = parser.parse_args()
 
     disable_progress_bar()
+    if args.local:
+        with tempfile.TemporaryDirectory() as tmp:
+            dataset = load_dataset("json", data_files=str(alpaca_file(args.rows, Path(tmp))), split="train", cache_dir=tmp)
+            print(json.dumps(measure_local(args, dataset, Path(tmp))), flush=True)
+        return
     simulator = SimulatorProcess(args.slots, args.service_time)
     try:
         with tempfile.TemporaryDirectory() as tmp:

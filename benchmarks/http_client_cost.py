@@ -1,0 +1,95 @@
+"""The CPU cost of one HTTP call, by client library, against the simulator with no service time.
+
+It separates the transport's floor from coevol-hf's own work: each library posts the same chat
+completion body `--calls` times, `--concurrency` at a time, and we divide process CPU time by calls.
+
+    python benchmarks/http_client_cost.py --calls 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any, Awaitable, Callable
+
+from throughput import SimulatorProcess
+
+BODY = {
+    "model": "tgi",
+    "messages": [{"role": "system", "content": "You are a reviewer."}, {"role": "user", "content": "Instruction:\nSay hi.\n\nAnswer under review:\nHi!"}],
+    "max_tokens": 1000,
+    "temperature": 0.0,
+    "seed": 0,
+}
+
+
+async def measure(post: Callable[[], Awaitable[Any]], calls: int, concurrency: int) -> float:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with slots:
+            await post()
+
+    await asyncio.gather(*(one() for _ in range(20)))  # warm up connections
+    started = time.process_time()
+    await asyncio.gather(*(one() for _ in range(calls)))
+    return 1000 * (time.process_time() - started) / calls
+
+
+async def httpx2_session(url: str, calls: int, concurrency: int) -> float:
+    from huggingface_hub.utils import get_async_session
+
+    async with get_async_session() as session:
+
+        async def post() -> Any:
+            response = await session.post(url, json=BODY, timeout=60)
+            return json.loads(response.content)
+
+        return await measure(post, calls, concurrency)
+
+
+async def httpcore2_pool(url: str, calls: int, concurrency: int) -> float:
+    import httpcore2
+
+    async with httpcore2.AsyncConnectionPool(max_connections=concurrency) as pool:
+        payload = json.dumps(BODY).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+
+        async def post() -> Any:
+            response = await pool.request("POST", url, headers=headers, content=payload)
+            return json.loads(response.content)
+
+        return await measure(post, calls, concurrency)
+
+
+async def aiohttp_session(url: str, calls: int, concurrency: int) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def post() -> Any:
+            async with session.post(url, json=BODY) as response:
+                return json.loads(await response.read())
+
+        return await measure(post, calls, concurrency)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    simulator = SimulatorProcess(slots=10_000, service_time=0.0)
+    url = simulator.url + "/v1/chat/completions"
+    try:
+        for name, client in (("httpx2 (huggingface_hub's session)", httpx2_session), ("httpcore2 pool", httpcore2_pool), ("aiohttp", aiohttp_session)):
+            cpu = asyncio.run(client(url, args.calls, args.concurrency))
+            print(json.dumps({"client": name, "calls": args.calls, "concurrency": args.concurrency, "client_cpu_ms_per_call": round(cpu, 3)}))
+    finally:
+        simulator.close()
+
+
+if __name__ == "__main__":
+    main()
