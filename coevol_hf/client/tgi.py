@@ -96,9 +96,9 @@ class EndpointClient:
         body = self.payload(messages, schema)
         key = request_key(self._server.identity, self._route, body) if self._cache is not None else None
         if key is not None:
-            cached = self._cache.get(key)
+            cached = _cached_reply(self._cache.get(key))
             if cached is not None:
-                return Reply(**cached)
+                return cached
         reply = await self._call_with_retries(body)
         if key is not None:
             self._cache.put(key, {"text": reply.text, "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens})
@@ -127,10 +127,8 @@ class EndpointClient:
                 await asyncio.sleep(_backoff(attempt, self._connection.retry_backoff, failure.retry_after))
         if not self._pool.any_up:
             endpoints = ", ".join(self._connection.endpoints)
-            raise EndpointError(
-                f"Every endpoint is down ({endpoints}); the last call failed with {failure.row_error()}. "
-                "Every answer received so far is in the request cache: run again when a server is back."
-            )
+            kept = "Every answer received so far is in the request cache: run" if self._cache is not None else "Run"
+            raise EndpointError(f"Every endpoint is down ({endpoints}); the last call failed with {failure.row_error()}. {kept} again when a server is back.")
         raise failure.row_error()
 
     async def _call(self, endpoint: Endpoint, body: dict[str, Any]) -> Reply:
@@ -210,6 +208,16 @@ class _Failure(Exception):
 
     def row_error(self) -> RowError:
         return RowError(self.kind, self.args[0])
+
+
+def _cached_reply(value: Any) -> Reply | None:
+    """A cached answer, if it has the shape we store (anything else is asked again)."""
+    if not isinstance(value, dict):
+        return None
+    text, prompt_tokens, completion_tokens = value.get("text"), value.get("prompt_tokens"), value.get("completion_tokens")
+    if isinstance(text, str) and isinstance(prompt_tokens, int) and isinstance(completion_tokens, int):
+        return Reply(text, prompt_tokens, completion_tokens)
+    return None
 
 
 def _http_failure(response: httpx2.Response) -> _Failure:
