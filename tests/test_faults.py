@@ -383,3 +383,12 @@ def test_an_endpoint_down_at_start_is_left_out(server: TGIServer) -> None:
 def test_endpoint_urls_must_not_carry_credentials() -> None:
     with pytest.raises(ConfigError, match="credentials.*token="):
         CoEvol(endpoint="https://user:hunter2@tgi.example.com")
+
+
+def test_hub_offline_mode_is_a_clear_error(server: TGIServer, tmp_path: Path) -> None:
+    data_file = tmp_path / "alpaca.jsonl"
+    data_file.write_text(json.dumps(alpaca_rows(1)[0]) + "\n")
+    command = [sys.executable, str(RUNNER), str(data_file), str(tmp_path / "datasets-cache"), json.dumps({"endpoint": server.url})]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert result.returncode != 0 and "HF_HUB_OFFLINE=1 makes huggingface_hub" in result.stderr
+    assert server.calls == []

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import httpx2
 from huggingface_hub import get_token
+from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import get_session
 
 from ..errors import EndpointError
@@ -93,6 +94,11 @@ def check_health(endpoint: str, token: str | None, timeout: float = _PROBE_TIMEO
 def _get(endpoint: str, route: str, headers: dict[str, str], timeout: float) -> httpx2.Response:
     try:
         return get_session().get(endpoint + route, headers=headers, timeout=timeout)
+    except OfflineModeIsEnabled:
+        raise EndpointError(
+            "HF_HUB_OFFLINE=1 makes huggingface_hub, whose HTTP client coevol-hf uses, refuse every URL, "
+            f"{endpoint} included. Unset it for this run (HF_DATASETS_OFFLINE=1 keeps datasets offline)."
+        ) from None
     except httpx2.TransportError as err:
         raise EndpointError(
             f"Cannot reach {endpoint} ({type(err).__name__}). Start the server, or point "
