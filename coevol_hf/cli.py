@@ -91,9 +91,9 @@ def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: floa
     refined.to_parquet(str(output / DATA_FILE))
     if args.jsonl:
         refined.to_json(str(output / "data.jsonl"), lines=True, force_ascii=False)
-    run = {**transform.run_config(), "source": args.input, "split": args.split, "command": _command(args)}
+    run = {**transform.run_config(), "source": args.input, "split": args.split, "license": args.license, "command": _command(args)}
     (output / CONFIG_FILE).write_text(json.dumps(run, indent=2, ensure_ascii=False), encoding="utf-8")
-    card = build_card({args.split: refined}, run, source=args.input, source_card=source_card(args.input, None), reproduce=_reproduce(run))
+    card = build_card({args.split: refined}, run, source=args.input, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run))
     (output / "README.md").write_text(str(card), encoding="utf-8")
     stats = compute_stats(refined.select_columns(["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]))
     made = None if args.num_proc else (transform.calls_made, transform.cache_hits, transform.cache_misses)
@@ -146,7 +146,7 @@ def _push(args: argparse.Namespace) -> int:
 
     data, run = _read_output(args.directory)
     splits = DatasetDict({run.get("split") or "train": data})
-    url = push_to_hub(splits, args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license, source=run.get("source"), pretty_name=args.pretty_name)
+    url = push_to_hub(splits, args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license or run.get("license"), source=run.get("source"), pretty_name=args.pretty_name)
     print(f"pushed {len(data)} rows, the card and the run configuration to {url}")
     return 0
 
@@ -157,7 +157,7 @@ def _card(args: argparse.Namespace) -> int:
 
     data, run = _read_output(args.directory)
     source = run.get("source")
-    card = build_card({run.get("split") or "train": data}, run, source=source, source_card=source_card(source, None) if source else None, license=args.license, pretty_name=args.pretty_name, reproduce=_reproduce(run))
+    card = build_card({run.get("split") or "train": data}, run, source=source, source_card=source_card(source, None) if source else None, license=args.license or run.get("license"), pretty_name=args.pretty_name, reproduce=_reproduce(run))
     path = Path(args.directory) / "README.md"
     path.write_text(str(card), encoding="utf-8")
     print(f"wrote {path}")
@@ -223,7 +223,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .local import LocalServer
 
     with resources.as_file(resources.files("coevol_hf.demo_data").joinpath(DEMO_SAMPLE)) as sample:
-        argv = ["refine", str(sample), "--output", args.output, "--max-rounds", "2", "--max-new-tokens", "160", "--jsonl"]
+        argv = ["refine", str(sample), "--output", args.output, "--max-rounds", "2", "--max-new-tokens", "160", "--jsonl", "--license", "apache-2.0"]
         refine_args = _parser().parse_args(argv)
         refine_args.argv = argv
         print(f"Starting the local model (SmolLM2-135M-Instruct on llama.cpp) and refining {DEMO_SAMPLE} ...", flush=True)
@@ -260,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
     refine.add_argument("--split", default="train")
     refine.add_argument("--limit", type=int, help="refine only the first N rows")
     refine.add_argument("--jsonl", action="store_true", help="also write data.jsonl")
+    refine.add_argument("--license", help="licence id for the card (default: the source dataset's, when known)")
     refine.add_argument("--batch-size", type=int, default=1000)
     refine.add_argument("--num-proc", type=int)
     refine.add_argument("--max-rounds", type=int, default=3)

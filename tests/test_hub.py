@@ -201,3 +201,15 @@ def test_card_command_renders_locally(refined_dir: Path, capsys: pytest.CaptureF
     metadata = yaml.safe_load(card.split("---\n", 2)[1])
     assert metadata["license"] == "cc-by-4.0" and metadata["pretty_name"] == "Refined seeds"
     assert "| rows | 4 |" in card and "coevol-hf refine" in card and "--token" not in card
+
+
+def test_licence_given_to_refine_is_kept_by_push(tmp_path: Path) -> None:
+    source = tmp_path / "seed_tasks.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in alpaca_rows(2)))
+    with TGIServer() as server:
+        assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--endpoint", server.url, "--max-rounds", "1", "--license", "apache-2.0"]) == 0
+    assert yaml.safe_load((tmp_path / "out" / "README.md").read_text().split("---\n", 2)[1])["license"] == "apache-2.0"
+    with HubServer(token=TOKEN) as hub:
+        result = push(tmp_path / "out", "me/refined", hub)
+        assert result.returncode == 0, result.stderr
+        assert card_of(hub, "me/refined")[0]["license"] == "apache-2.0"
