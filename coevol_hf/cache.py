@@ -36,9 +36,9 @@ def default_cache_dir() -> Path:
     return Path(hf_home).expanduser() / "coevol-hf"
 
 
-def request_key(model: str, route: str, payload: dict[str, Any]) -> bytes:
-    canonical = json.dumps([model, route, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).digest()
+def request_key(model: str, route: str, body: bytes) -> bytes:
+    """The key of a request: `body` is the exact JSON sent, written with sorted keys."""
+    return hashlib.sha256(b"\0".join((model.encode(), route.encode(), body))).digest()
 
 
 class RequestCache:

@@ -64,8 +64,9 @@ class PairwiseJudge:
 
     async def _judge_batch(self, batch: Mapping[str, Sequence[Any]], server: Any) -> dict[str, Any]:
         client = self._engine.client(server)
-        size = len(batch[self.a])
-        rows = [{column: values[i] for column, values in batch.items()} for i in range(size)]
+        columns = self.config.columns
+        read = [c for c in (columns.instruction, columns.input, self.a, self.b) if c in batch]
+        rows = [{c: batch[c][i] for c in read} for i in range(len(batch[self.a]))]
         results = await gather_or_cancel(*(self._judge_row(row, client) for row in rows))
         winners, scores, verdicts, errors = [], [], [], []
         for result in results:

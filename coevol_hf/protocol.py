@@ -86,9 +86,7 @@ async def _refine_turn(chat: Chat, config: RefineConfig, context: str, instructi
 
 async def _run_round(chat: Chat, config: RefineConfig, fields: dict[str, str], response: str) -> dict[str, Any]:
     """Debate, advise, edit, judge: the edit is accepted only if the judge finds it strictly better."""
-    debate = await _debate(chat, config.prompts, fields, response)
-    trace = await _advise_and_edit(chat, config.prompts, fields, response, "advisor_task", {"response": response, **debate})
-    trace = {"debate": debate, **trace}
+    trace = await _debate_advise_edit(chat, config.prompts, fields, response)
     if trace["stop"] is not None:
         return {**trace, "verdicts": None, "scores": None, "accepted": False}
     verdicts, decision = await judge_both_orders(chat, config, fields, response, trace["edit"])
@@ -112,9 +110,14 @@ async def _single_pass(chat: Chat, config: RefineConfig, fields: dict[str, str],
     elif config.pipeline == "advise_edit":
         trace = await _advise_and_edit(chat, prompts, fields, response, "advisor_direct_task", {"response": response})
     else:  # "debate_advise_edit"
-        debate = await _debate(chat, prompts, fields, response)
-        trace = {"debate": debate, **await _advise_and_edit(chat, prompts, fields, response, "advisor_task", {"response": response, **debate})}
+        trace = await _debate_advise_edit(chat, prompts, fields, response)
     return {**trace, "verdicts": None, "scores": None, "accepted": trace["stop"] is None}
+
+
+async def _debate_advise_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> dict[str, Any]:
+    """The debate, then the advisor who reads all four turns of it, then the editor."""
+    debate = await _debate(chat, prompts, fields, response)
+    return {"debate": debate, **await _advise_and_edit(chat, prompts, fields, response, "advisor_task", {"response": response, **debate})}
 
 
 async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> dict[str, str]:

@@ -227,13 +227,13 @@ class CoEvol:
         return self._client
 
     async def _refine_batch(self, fmt: Format, batch: Mapping[str, Sequence[Any]], server: ServerInfo) -> dict[str, Any]:
-        self.client(server)
+        client = self.client(server)
         columns = self.config.columns
         present = [c for c in columns.source_columns(fmt) if c in batch]
         size = len(batch[present[0]])
         rows = [{c: batch[c][i] for c in present} for i in range(size)]
         # One raise (every endpoint down, on_error='raise') cancels the other rows' calls.
-        results = await gather_or_cancel(*(self._refine_row(fmt, row) for row in rows))
+        results = await gather_or_cancel(*(self._refine_row(fmt, row, client) for row in rows))
 
         target = columns.response_column(fmt)
         written = list(batch[target])
@@ -258,14 +258,14 @@ class CoEvol:
             "coevol_model": _typed([server.identity] * size, pa.string()),
         }
 
-    async def _refine_row(self, fmt: Format, row: Mapping[str, Any]) -> tuple[list[str], RefinedConversation | RowError]:
+    async def _refine_row(self, fmt: Format, row: Mapping[str, Any], client: EndpointClient) -> tuple[list[str], RefinedConversation | RowError]:
         """The row's original responses (as far as readable) and its refinement or why it failed."""
         try:
             conversation = read_row(fmt, row, self.config.columns)
         except RowError as err:
             return [], row_failure(err, row, self.config.on_error)
         try:
-            return conversation.responses, await refine_conversation(conversation, self.config, self._client)
+            return conversation.responses, await refine_conversation(conversation, self.config, client)
         except RowError as err:
             return conversation.responses, row_failure(err, row, self.config.on_error)
 

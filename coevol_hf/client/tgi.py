@@ -50,7 +50,7 @@ class EndpointClient:
         self._route = "/v1/chat/completions" if config.api == "chat" else "/generate"
         self._template = _compile_template(config.chat_template) if config.api == "generate" else None
         self._pool = EndpointPool(
-            [Endpoint(url, request_headers(url, connection.token), probed.get(url), connection.max_concurrency) for url in connection.endpoints],
+            [Endpoint(url, {**request_headers(url, connection.token), "content-type": "application/json"}, probed.get(url), connection.max_concurrency) for url in connection.endpoints],
             self._recheck,
         )
         self._cache = RequestCache(connection.cache_dir) if connection.request_cache else None
@@ -93,7 +93,8 @@ class EndpointClient:
         return {"inputs": prompt, "parameters": parameters}
 
     async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None) -> Reply:
-        body = self.payload(messages, schema)
+        # Encoded once, canonically: the same bytes are the cache key's input and the request body.
+        body = json.dumps(self.payload(messages, schema), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
         key = request_key(self._server.identity, self._route, body) if self._cache is not None else None
         if key is not None:
             cached = _cached_reply(self._cache.get(key))
@@ -110,7 +111,7 @@ class EndpointClient:
         if self._cache is not None:
             self._cache.close()
 
-    async def _call_with_retries(self, body: dict[str, Any]) -> Reply:
+    async def _call_with_retries(self, body: bytes) -> Reply:
         failure: _Failure | None = None
         for attempt in range(self._connection.max_retries + 1):
             endpoint = await self._pool.acquire()
@@ -131,13 +132,13 @@ class EndpointClient:
             raise EndpointError(f"Every endpoint is down ({endpoints}); the last call failed with {failure.row_error()}. {kept} again when a server is back.")
         raise failure.row_error()
 
-    async def _call(self, endpoint: Endpoint, body: dict[str, Any]) -> Reply:
+    async def _call(self, endpoint: Endpoint, body: bytes) -> Reply:
         """One HTTP request; a `_Failure` says what went wrong and whether to try again."""
         if self._session is None:
             self._session = get_async_session()
         outcome, sent_at = "lost", time.monotonic()
         try:
-            response = await self._session.post(endpoint.url + self._route, json=body, headers=endpoint.headers, timeout=self._timeout)
+            response = await self._session.post(endpoint.url + self._route, content=body, headers=endpoint.headers, timeout=self._timeout)
             self.calls_made += 1
             if response.status_code != 200:
                 raise _http_failure(response)
@@ -235,7 +236,7 @@ def _http_failure(response: httpx2.Response) -> _Failure:
 def _error_in_body(data: dict[str, Any]) -> _Failure:
     """An error reported inside a 200 answer (as TGI does in streams), kept as its kind says."""
     error_type = str(data.get("error_type") or "server")
-    message = f"error in a 200 answer: {data['error'] if isinstance(data['error'], str) else json.dumps(data['error'])[:500]}"
+    message = f"error in a 200 answer: {_error_text(data['error'])}"
     if error_type == "overloaded":
         return _Failure("overloaded", message, "overloaded")
     if error_type in ("validation", "generation"):
@@ -272,10 +273,14 @@ def _server_message(response: Any) -> str:
     except (ValueError, AttributeError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), (str, dict)):
-        error = body["error"]
-        return error if isinstance(error, str) else json.dumps(error)[:500]
+        return _error_text(body["error"])
     text = getattr(response, "text", "") or ""
     return text[:200] or "empty body"
+
+
+def _error_text(error: Any) -> str:
+    """TGI's `error` field: a message, or (from some proxies and servers) an object."""
+    return error if isinstance(error, str) else json.dumps(error)[:500]
 
 
 def _compile_template(source: str | None) -> Any:
