@@ -56,10 +56,14 @@ def build_card(
     license: str | None = None,
     pretty_name: str | None = None,
     reproduce: str | None = None,
+    stats: RunStats | None = None,
 ) -> DatasetCard:
-    """The card for `splits` (split name -> refined Dataset) made by the run `run` (see `run_config`)."""
+    """The card for `splits` (split name -> refined Dataset) made by the run `run` (see `run_config`).
+
+    `stats` are `split_stats(splits)`, when the caller already has them (they read every row).
+    """
     check_run_matches(splits, run)
-    stats = compute_stats(_rows(splits))
+    stats = stats or split_stats(splits)
     data = DatasetCardData(**(existing.to_dict() if existing is not None else {}))
     inherited = source_card.to_dict() if source_card is not None else {}
     data.license = license or data.license or inherited.get("license")
@@ -93,8 +97,13 @@ def build_card(
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
+def split_stats(splits: Mapping[str, Any]) -> RunStats:
+    """The statistics of all splits together, from their `coevol_*` columns."""
+    return compute_stats(_rows(splits))
+
+
 def check_run_matches(splits: Mapping[str, Any], run: Mapping[str, Any]) -> None:
-    """Refuse a run configuration that did not make this data (model or pipeline differ)."""
+    """Refuse a run configuration that did not make this data (it names another model)."""
     for name, split in splits.items():
         missing = [c for c in _SUMMARY_COLUMNS + ["coevol_model"] if c not in split.column_names]
         if missing:

@@ -82,9 +82,9 @@ def _run_refine(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
 
 def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: float) -> None:
-    from .card import CONFIG_FILE, build_card
+    from .card import CONFIG_FILE, build_card, split_stats
     from .hub import source_card
-    from .stats import compute_stats, format_stats
+    from .stats import format_stats
 
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -93,9 +93,10 @@ def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: floa
         refined.to_json(str(output / "data.jsonl"), lines=True, force_ascii=False)
     run = {**transform.run_config(), "source": args.input, "split": args.split, "license": args.license, "command": _command(args)}
     (output / CONFIG_FILE).write_text(json.dumps(run, indent=2, ensure_ascii=False), encoding="utf-8")
-    card = build_card({args.split: refined}, run, source=args.input, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run))
+    splits = {args.split: refined}
+    stats = split_stats(splits)
+    card = build_card(splits, run, source=args.input, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run), stats=stats)
     (output / "README.md").write_text(str(card), encoding="utf-8")
-    stats = compute_stats(refined.select_columns(["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]))
     made = None if args.num_proc else (transform.calls_made, transform.cache_hits, transform.cache_misses)
     print(format_stats(stats, calls=made, seconds=seconds))
     written = [DATA_FILE] + (["data.jsonl"] if args.jsonl else []) + [CONFIG_FILE, "README.md"]
@@ -125,8 +126,8 @@ def _reproduce(run: dict[str, Any]) -> str:
 # -- push, card -------------------------------------------------------------------------------
 
 
-def _read_output(directory: str) -> tuple[Any, dict[str, Any]]:
-    """The data and run configuration that `coevol-hf refine` wrote into `directory`."""
+def _read_output(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The data (as {split: Dataset}) and run configuration that `coevol-hf refine` wrote into `directory`."""
     from datasets import Dataset
 
     from .card import CONFIG_FILE
@@ -136,7 +137,7 @@ def _read_output(directory: str) -> tuple[Any, dict[str, Any]]:
     if missing:
         raise ValueError(f"{folder} lacks {', '.join(missing)}: give a directory written by `coevol-hf refine`.")
     run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    return Dataset.from_parquet(str(folder / DATA_FILE), keep_in_memory=True), run
+    return {run.get("split") or "train": Dataset.from_parquet(str(folder / DATA_FILE), keep_in_memory=True)}, run
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -144,10 +145,9 @@ def _push(args: argparse.Namespace) -> int:
 
     from .hub import push_to_hub
 
-    data, run = _read_output(args.directory)
-    splits = DatasetDict({run.get("split") or "train": data})
-    url = push_to_hub(splits, args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license or run.get("license"), source=run.get("source"), pretty_name=args.pretty_name)
-    print(f"pushed {len(data)} rows, the card and the run configuration to {url}")
+    splits, run = _read_output(args.directory)
+    url = push_to_hub(DatasetDict(splits), args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license or run.get("license"), source=run.get("source"), pretty_name=args.pretty_name)
+    print(f"pushed {sum(map(len, splits.values()))} rows, the card and the run configuration to {url}")
     return 0
 
 
@@ -155,9 +155,9 @@ def _card(args: argparse.Namespace) -> int:
     from .card import build_card
     from .hub import source_card
 
-    data, run = _read_output(args.directory)
+    splits, run = _read_output(args.directory)
     source = run.get("source")
-    card = build_card({run.get("split") or "train": data}, run, source=source, source_card=source_card(source, None) if source else None, license=args.license or run.get("license"), pretty_name=args.pretty_name, reproduce=_reproduce(run))
+    card = build_card(splits, run, source=source, source_card=source_card(source, None) if source else None, license=args.license or run.get("license"), pretty_name=args.pretty_name, reproduce=_reproduce(run))
     path = Path(args.directory) / "README.md"
     path.write_text(str(card), encoding="utf-8")
     print(f"wrote {path}")

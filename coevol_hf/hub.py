@@ -16,7 +16,7 @@ from datasets import Dataset, DatasetDict
 from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
-from .card import CONFIG_FILE, build_card
+from .card import CONFIG_FILE, build_card, split_stats
 from .errors import PublishError
 
 
@@ -42,12 +42,13 @@ def push_to_hub(
     run = refiner if isinstance(refiner, Mapping) else refiner.run_config()
     api = HfApi(token=token)
     inherited = source_card(source, token) if source else None
-    card = build_card(splits, run, source=source, source_card=inherited, license=license, pretty_name=pretty_name)  # fail before uploading
+    stats = split_stats(splits)
+    build_card(splits, run, source=source, source_card=inherited, license=license, pretty_name=pretty_name, stats=stats)  # fail before uploading
     try:
         dataset.push_to_hub(repo_id, private=private, token=token, commit_message=commit_message)
         head = api.repo_info(repo_id, repo_type="dataset").sha
         written = DatasetCard.load(repo_id, repo_type="dataset", token=token)  # with dataset_info and configs
-        card = build_card(splits, run, existing=written.data, source=source, source_card=inherited, license=license, pretty_name=pretty_name)
+        card = build_card(splits, run, existing=written.data, source=source, source_card=inherited, license=license, pretty_name=pretty_name, stats=stats)
         api.create_commit(
             repo_id,
             repo_type="dataset",
