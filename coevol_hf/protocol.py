@@ -26,9 +26,13 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|suggestion\s*\d*\s*[:.)-])\s*", re
 
 @dataclasses.dataclass(frozen=True)
 class Reply:
+    """One answer. `cut_off`: the server stopped at `max_new_tokens` (finish_reason "length")."""
+
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cut_off: bool = False
 
 
 class Chat(Protocol):
