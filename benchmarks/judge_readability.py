@@ -20,7 +20,7 @@ from coevol_hf import CoEvol
 from coevol_hf.judge import parse_verdict
 from coevol_hf.local import LocalServer
 
-SEED_TASKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
+SEED_TASKS = Path(__file__).resolve().parents[1] / "tests" / "data" / "self_instruct_seed_tasks.jsonl"
 
 
 def rows(n: int) -> list[dict]:

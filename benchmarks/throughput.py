@@ -37,7 +37,7 @@ from datasets.utils.logging import disable_progress_bar
 from coevol_hf import CoEvol
 from coevol_hf.formats import read_row
 
-SEED_TASKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
+SEED_TASKS = Path(__file__).resolve().parents[1] / "tests" / "data" / "self_instruct_seed_tasks.jsonl"
 
 
 def alpaca_file(rows: int, directory: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"  # real public samples, sources in data/README.md
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +33,7 @@ def server():
 def alpaca_rows(n: int = 3) -> list[dict]:
     """Real Self-Instruct seed tasks, flattened to Alpaca columns."""
     rows = []
-    with open(SHARED_DATA / "self_instruct_seed_tasks.jsonl") as f:
+    with open(DATA / "self_instruct_seed_tasks.jsonl") as f:
         for line in f:
             task = json.loads(line)
             instance = task["instances"][0]
@@ -45,10 +45,10 @@ def alpaca_rows(n: int = 3) -> list[dict]:
 
 def mt_bench_conversations() -> list[dict]:
     """The 30 MT-Bench questions that have GPT-4 reference answers, as two-turn ShareGPT rows."""
-    with open(SHARED_DATA / "mt_bench_questions.jsonl") as f:
+    with open(DATA / "mt_bench_questions.jsonl") as f:
         questions = {q["question_id"]: q for q in map(json.loads, f)}
     rows = []
-    with open(SHARED_DATA / "mt_bench_reference_answers_gpt4.jsonl") as f:
+    with open(DATA / "mt_bench_reference_answers_gpt4.jsonl") as f:
         for answer in map(json.loads, f):
             question = questions[answer["question_id"]]
             turns = []
@@ -59,6 +59,6 @@ def mt_bench_conversations() -> list[dict]:
 
 
 def sharegpt_rows() -> list[dict]:
-    with open(SHARED_DATA / "fastchat_dummy_conversation.json") as f:
+    with open(DATA / "fastchat_dummy_conversation.json") as f:
         return json.load(f)
 
