@@ -2,28 +2,57 @@
 
     from coevol_hf import coevol_refine, CoEvol
     refined = ds.map(coevol_refine, batched=True)
+
+Names are imported on first use (as huggingface_hub does): `import coevol_hf` reads no
+environment, contacts nothing and loads neither `datasets` nor an HTTP client.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .errors import CoEvolError, ConfigError, EndpointError, InputFormatError, PublishError  # noqa: E402
-from .formats import Columns  # noqa: E402
-from .hub import push_to_hub  # noqa: E402
-from .pairwise import PairwiseJudge  # noqa: E402
-from .prompts import Prompts  # noqa: E402
-from .transform import CoEvol, coevol_refine  # noqa: E402
+_NAMES = {
+    "CoEvol": "transform",
+    "coevol_refine": "transform",
+    "PairwiseJudge": "pairwise",
+    "push_to_hub": "hub",
+    "Columns": "formats",
+    "Prompts": "prompts",
+    "CoEvolOptions": "options",
+    "PairwiseOptions": "options",
+    "Trace": "trace",
+    "CoEvolError": "errors",
+    "ConfigError": "errors",
+    "EndpointError": "errors",
+    "InputFormatError": "errors",
+    "PublishError": "errors",
+}
 
-__all__ = [
-    "CoEvol",
-    "CoEvolError",
-    "Columns",
-    "ConfigError",
-    "EndpointError",
-    "InputFormatError",
-    "PairwiseJudge",
-    "Prompts",
-    "PublishError",
-    "__version__",
-    "coevol_refine",
-    "push_to_hub",
-]
+__all__ = sorted([*_NAMES, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'coevol_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .errors import CoEvolError, ConfigError, EndpointError, InputFormatError, PublishError
+    from .formats import Columns
+    from .hub import push_to_hub
+    from .options import CoEvolOptions, PairwiseOptions
+    from .pairwise import PairwiseJudge
+    from .prompts import Prompts
+    from .trace import Trace
+    from .transform import CoEvol, coevol_refine

@@ -18,24 +18,14 @@ from typing import Any, Iterable, Mapping
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from . import __version__
-from .config import RefineConfig
-from .stats import RunStats, compute_stats, trace_final_responses
+from .options import CoEvolOptions
+from .stats import RunStats, compute_stats
+from .trace import Trace
 
 TAGS = ["coevol", "synthetic", "instruction-tuning"]
 TASK_CATEGORIES = ["text-generation"]
 CONFIG_FILE = "coevol_config.json"
 _SUMMARY_COLUMNS = ["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]
-
-
-def run_config(config: RefineConfig, *, model: str, server: Mapping[str, Any], implementation: str) -> dict[str, Any]:
-    """Everything needed to redo a run: options, every prompt template, model, server, package."""
-    return {
-        "coevol_hf_version": __version__,
-        "implementation": implementation,
-        "model": model,
-        "server": dict(server),
-        "options": config.to_dict(),
-    }
 
 
 def size_category(rows: int) -> str:
@@ -115,7 +105,7 @@ def check_run_matches(splits: Mapping[str, Any], run: Mapping[str, Any]) -> None
 
 def reproduce_snippet(run: Mapping[str, Any]) -> str:
     """Python that repeats the run: the options that differ from the defaults, prompts from the config file."""
-    defaults = RefineConfig().to_dict()
+    defaults = CoEvolOptions().output_options()
     options = run["options"]
     changed = {k: v for k, v in options.items() if k not in ("prompts", "columns") and v != defaults[k]}
     if options["columns"] != defaults["columns"]:
@@ -151,7 +141,7 @@ def _server_name(server: Mapping[str, Any]) -> str:
 
 
 def _prompts_note(prompts: Mapping[str, str]) -> str:
-    defaults = RefineConfig().to_dict()["prompts"]
+    defaults = CoEvolOptions().output_options()["prompts"]
     changed = sorted(k for k, v in prompts.items() if v != defaults[k])
     listed = ", ".join(f"`{k}`" for k in changed) if changed else "none"
     return f"All {len(prompts)} templates are in `{CONFIG_FILE}`; changed from the package defaults: {listed}."
@@ -183,9 +173,9 @@ def pick_example(splits: Mapping[str, Any]) -> dict[str, str] | None:
     for row in _rows(splits):
         if row["coevol_error"] is not None:
             continue
-        trace = json.loads(row["coevol_trace"])
-        after = trace_final_responses(trace, row["coevol_original"])[0]
-        candidate = {"instruction": trace["turns"][0]["instruction"], "before": row["coevol_original"][0], "after": after}
+        trace = Trace.from_json(row["coevol_trace"])
+        after = trace.turns[0].final
+        candidate = {"instruction": trace.turns[0].instruction, "before": row["coevol_original"][0], "after": after}
         if after != candidate["before"]:
             return candidate
         fallback = fallback or candidate

@@ -39,13 +39,16 @@ class Columns:
         if self.format not in ("auto", *FORMATS):
             raise InputFormatError(f"format must be 'auto' or one of {list(FORMATS)}, not {self.format!r}.")
 
-    def detect(self, column_names: Sequence[str]) -> Format:
-        """The layout of a dataset with these columns; raises before any request if none fits."""
+    def detect(self, column_names: Sequence[str], *, with_response: bool = True) -> Format:
+        """The layout of a dataset with these columns; raises before any request if none fits.
+
+        `with_response=False` reads prompts only (a pairwise judge): Alpaca needs no `output`.
+        """
         present = set(column_names)
         required: dict[Format, tuple[str, ...]] = {
             "sharegpt": (self.conversations,),
             "messages": (self.messages,),
-            "alpaca": (self.instruction, self.output),
+            "alpaca": (self.instruction, self.output) if with_response else (self.instruction,),
         }
         if self.format != "auto":
             missing = [c for c in required[self.format] if c not in present]
@@ -70,12 +73,37 @@ class Columns:
         """The column whose content is replaced by the refined text."""
         return {"alpaca": self.output, "sharegpt": self.conversations, "messages": self.messages}[fmt]
 
-    def source_columns(self, fmt: Format) -> tuple[str, ...]:
+    def source_columns(self, fmt: Format, *, with_response: bool = True) -> tuple[str, ...]:
         return {
-            "alpaca": (self.instruction, self.input, self.output),
+            "alpaca": (self.instruction, self.input, self.output) if with_response else (self.instruction, self.input),
             "sharegpt": (self.conversations,),
             "messages": (self.messages,),
         }[fmt]
+
+
+@dataclasses.dataclass(frozen=True)
+class RefinedColumns:
+    """The columns `CoEvol` adds (the refined text itself stays in the layout's own column)."""
+
+    original: str = "coevol_original"
+    rounds: str = "coevol_rounds"
+    trace: str = "coevol_trace"
+    error: str = "coevol_error"
+    model: str = "coevol_model"
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgedColumns:
+    """The columns `PairwiseJudge` adds."""
+
+    winner: str = "judge_winner"
+    scores: str = "judge_scores"
+    verdicts: str = "judge_verdicts"
+    error: str = "judge_error"
+
+
+REFINED = RefinedColumns()
+JUDGED = JudgedColumns()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,25 +125,47 @@ class Conversation:
 
 
 def read_row(fmt: Format, row: Mapping[str, Any], columns: Columns) -> Conversation:
+    """The conversation to refine: every assistant turn, each after its user turn."""
     if fmt == "alpaca":
         return _read_alpaca(row, columns)
-    key, role_key, text_key, roles = (
-        (columns.conversations, "from", "value", _SHAREGPT_ROLES)
-        if fmt == "sharegpt"
-        else (columns.messages, "role", "content", _MESSAGES_ROLES)
-    )
-    return _read_turns(row.get(key), key, role_key, text_key, roles)
+    key = columns.response_column(fmt)
+    system, exchanges, _ = _read_turns(row.get(key), key, *_TURN_KEYS[fmt])
+    if not exchanges:
+        raise RowError("input", f"column {key!r} has no assistant turn to refine")
+    return Conversation(system, tuple(exchanges))
+
+
+def read_prompt(fmt: Format, row: Mapping[str, Any], columns: Columns) -> tuple[Conversation, str]:
+    """What two answers are compared on: the row's last user turn, and the exchanges before it.
+
+    An Alpaca row's instruction (with its input); in a conversation, the last user turn, whether
+    or not an assistant turn follows it.
+    """
+    if fmt == "alpaca":
+        return Conversation(None, ()), _alpaca_user(row, columns)
+    key = columns.response_column(fmt)
+    system, exchanges, pending_user = _read_turns(row.get(key), key, *_TURN_KEYS[fmt])
+    if pending_user is None:
+        if not exchanges:
+            raise RowError("input", f"column {key!r} has no user turn")
+        *exchanges, last = exchanges
+        pending_user = last.user
+    return Conversation(system, tuple(exchanges)), pending_user
+
+
+def read_answer(row: Mapping[str, Any], column: str) -> str:
+    value = row.get(column)
+    if not isinstance(value, str) or not value.strip():
+        raise RowError("input", f"column {column!r} must be a non-empty string, got {_describe(value)}")
+    return value
 
 
 def write_row(fmt: Format, row: Mapping[str, Any], columns: Columns, responses: Sequence[str]) -> dict[str, Any]:
-    """The row's own columns with the assistant texts replaced by `responses`, in order."""
+    """The layout's response column with its assistant texts replaced by `responses`, in order."""
     if fmt == "alpaca":
         return {columns.output: responses[0]}
-    key, role_key, text_key, roles = (
-        (columns.conversations, "from", "value", _SHAREGPT_ROLES)
-        if fmt == "sharegpt"
-        else (columns.messages, "role", "content", _MESSAGES_ROLES)
-    )
+    key = columns.response_column(fmt)
+    role_key, text_key, roles = _TURN_KEYS[fmt]
     replacements = iter(responses)
     turns = []
     for turn in row[key]:
@@ -125,25 +175,28 @@ def write_row(fmt: Format, row: Mapping[str, Any], columns: Columns, responses: 
     return {key: turns}
 
 
-def _read_alpaca(row: Mapping[str, Any], columns: Columns) -> Conversation:
-    instruction, extra, output = row.get(columns.instruction), row.get(columns.input), row.get(columns.output)
-    for name, value in ((columns.instruction, instruction), (columns.output, output)):
-        if not isinstance(value, str) or not value.strip():
-            raise RowError("input", f"column {name!r} must be a non-empty string, got {_describe(value)}")
+_TURN_KEYS: Mapping[str, tuple[str, str, Mapping[str, str]]] = {
+    "sharegpt": ("from", "value", _SHAREGPT_ROLES),
+    "messages": ("role", "content", _MESSAGES_ROLES),
+}
+
+
+def _alpaca_user(row: Mapping[str, Any], columns: Columns) -> str:
+    instruction, extra = row.get(columns.instruction), row.get(columns.input)
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise RowError("input", f"column {columns.instruction!r} must be a non-empty string, got {_describe(instruction)}")
     if extra is not None and not isinstance(extra, str):
         raise RowError("input", f"column {columns.input!r} must be a string or null, got {_describe(extra)}")
-    user = f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
-    return Conversation(system=None, exchanges=(Exchange(user, output),))
+    return f"{instruction}\n\n{extra}" if extra and extra.strip() else instruction
 
 
-def read_pair(row: Mapping[str, Any], columns: Columns, a: str, b: str) -> tuple[str, str, str]:
-    """The instruction (with its input) and the two answers in columns `a` and `b` of a row."""
-    first = _read_alpaca(row, dataclasses.replace(columns, output=a)).exchanges[0]
-    second = _read_alpaca(row, dataclasses.replace(columns, output=b)).exchanges[0]
-    return first.user, first.assistant, second.assistant
+def _read_alpaca(row: Mapping[str, Any], columns: Columns) -> Conversation:
+    user = _alpaca_user(row, columns)
+    return Conversation(system=None, exchanges=(Exchange(user, read_answer(row, columns.output)),))
 
 
-def _read_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Mapping[str, str]) -> Conversation:
+def _read_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Mapping[str, str]) -> tuple[str | None, list[Exchange], str | None]:
+    """The system prompt, the complete exchanges, and a last user turn without answer."""
     if not isinstance(turns, list) or not turns:
         raise RowError("input", f"column {key!r} must be a non-empty list of turns, got {_describe(turns)}")
     system, exchanges, pending_user = None, [], None
@@ -172,9 +225,7 @@ def _read_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Mappi
                 raise RowError("input", f"{key}[{position}]: the assistant turn is empty")
             exchanges.append(Exchange(pending_user, text))
             pending_user = None
-    if not exchanges:
-        raise RowError("input", f"column {key!r} has no assistant turn to refine")
-    return Conversation(system=system, exchanges=tuple(exchanges))
+    return system, exchanges, pending_user
 
 
 def _describe(value: Any) -> str:

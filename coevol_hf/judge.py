@@ -41,11 +41,17 @@ SCORE_SCHEMA = {
 }
 
 
-def parse_verdict(text: str, mode: JudgeMode) -> Scores | None:
-    """Scores for (A, B) from one verdict, or None if it cannot be read with confidence."""
+def parse_verdict(text: str, mode: JudgeMode, *, cut_off: bool = False) -> Scores | None:
+    """Scores for (A, B) from one verdict, or None if it cannot be read with confidence.
+
+    A verdict the server cut off counts only if its JSON is complete: its first line alone may
+    be the start of a sentence that would have said otherwise.
+    """
     as_json = _parse_json(text)
     if as_json is not None:
         return _from_json(as_json, mode)
+    if cut_off:
+        return None
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return _parse_compare_line(first_line) if mode == "compare" else _parse_score_line(first_line)
 

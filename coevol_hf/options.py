@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .formats import FORMATS, Columns
+from .formats import Columns
 from .judge import JUDGE_MODES, JudgeMode
 from .prompts import Prompts
 
@@ -129,6 +129,7 @@ class JudgeOptions:
     prompts: Prompts | Mapping[str, str] | None = option(
         None, "any persona or task template, e.g. `{\"editor_task\": \"...\"}` (CLI: a JSON file)", cli=_read_json, default_text="defaults"
     )
+    context_turns: int = option(3, "earlier exchanges of a multi-turn row each call sees")
     on_error: OnError = option(
         "record", 'a row whose calls finally fail: `"record"` writes its error column and goes on; `"raise"` stops the run'
     )
@@ -144,6 +145,7 @@ class JudgeOptions:
 
     def __post_init__(self) -> None:
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        _check_int("context_turns", self.context_turns, minimum=0)
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         _check_choice("judge_mode", self.judge_mode, JUDGE_MODES)
@@ -194,15 +196,15 @@ class JudgeOptions:
         known = [f.name for f in dataclasses.fields(self)]
         unknown = set(overrides) - set(known)
         if unknown:
-            raise ConfigError(f"Unknown option(s) {sorted(unknown)}; known: {sorted(known)}.")
+            raise ConfigError(f"Unknown option(s) {sorted(unknown)} in fn_kwargs; known: {sorted(known)}.")
         return dataclasses.replace(self, **overrides)
 
     @classmethod
-    def from_kwargs(cls, options: Mapping[str, Any]) -> "JudgeOptions":
+    def from_kwargs(cls, options: Mapping[str, Any], operator: str) -> "JudgeOptions":
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = set(options) - set(known)
         if unknown:
-            raise ConfigError(f"Unknown option(s) {sorted(unknown)}; known: {sorted(known)}.")
+            raise ConfigError(f"{operator} does not take {sorted(unknown)}; it takes {sorted(known)}.")
         return cls(**options)
 
 
@@ -212,7 +214,6 @@ class CoEvolOptions(JudgeOptions):
 
     pipeline: Pipeline = option("coevol", "the full method, or one of the paper's one-pass baselines")
     max_rounds: int = option(3, "rounds per turn at most; refinement stops at the first rejected edit")
-    context_turns: int = option(3, "earlier exchanges each turn of a multi-turn row sees")
     columns: Columns | Mapping[str, str] | None = option(
         None,
         'column names, e.g. `{"instruction": "prompt", "output": "completion"}` (CLI: `instruction=prompt,output=completion`)',
@@ -224,9 +225,7 @@ class CoEvolOptions(JudgeOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_int("max_rounds", self.max_rounds, minimum=1)
-        _check_int("context_turns", self.context_turns, minimum=0)
         _check_choice("pipeline", self.pipeline, tuple(PIPELINES))
-        _check_choice("format", self.format, ("auto", *FORMATS))
         object.__setattr__(self, "columns", _columns(self.columns, self.format))
 
 
@@ -247,7 +246,6 @@ class PairwiseOptions(JudgeOptions):
                 raise ConfigError(f"{name}= must be a column name, not {value!r}.")
         if self.a == self.b:
             raise ConfigError(f"a= and b= name the same column {self.a!r}; give the two columns to compare.")
-        _check_choice("format", self.format, ("auto", *FORMATS))
         object.__setattr__(self, "columns", _columns(self.columns, self.format))
 
 
@@ -314,7 +312,7 @@ def _columns(columns: Columns | Mapping[str, str] | None, fmt: str) -> Columns:
         base = Columns(**columns)
     else:
         raise ConfigError(f"columns must be a dict of column names or a Columns, not {type(columns).__name__}.")
-    return dataclasses.replace(base, format=fmt) if fmt != "auto" else base
+    return dataclasses.replace(base, format=fmt) if fmt != "auto" else base  # Columns checks the name
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-from typing import Any, Awaitable, Protocol, Sequence, TypeVar
+from typing import Awaitable, Protocol, Sequence, TypeVar
 
-from .config import RefineConfig
 from .formats import Conversation
-from .judge import COMPARE_SCHEMA, SCORE_SCHEMA, Decision, merge, parse_verdict
+from .judge import COMPARE_SCHEMA, SCORE_SCHEMA, Decision, JudgeMode, merge, parse_verdict
+from .options import CoEvolOptions
 from .prompts import Prompts
+from .trace import Debate, Round, Turn, Usage, Verdict
 
 Message = dict[str, str]
 T = TypeVar("T")
@@ -41,90 +42,84 @@ class Chat(Protocol):
     async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None) -> Reply: ...
 
 
-@dataclasses.dataclass
-class Usage:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class RefinedConversation:
-    responses: list[str]
-    accepted_rounds: list[int]
-    turns: list[dict[str, Any]]  # one trace entry per refined turn
+    turns: tuple[Turn, ...]
     usage: Usage
 
+    @property
+    def responses(self) -> list[str]:
+        return [turn.final for turn in self.turns]
 
-async def refine_conversation(conversation: Conversation, config: RefineConfig, chat: Chat) -> RefinedConversation:
+
+async def refine_conversation(conversation: Conversation, options: CoEvolOptions, chat: Chat) -> RefinedConversation:
     """Refine every assistant turn in order; later turns see the already refined earlier ones."""
     metered = _Metered(chat)
-    refined: list[str] = []
-    accepted_rounds: list[int] = []
-    turns: list[dict[str, Any]] = []
+    turns: list[Turn] = []
     for index, exchange in enumerate(conversation.exchanges):
-        window = conversation.exchanges[max(0, index - config.context_turns) : index] if config.context_turns else ()
-        context = _render_context(conversation.system, [(e.user, refined[index - len(window) + i]) for i, e in enumerate(window)])
-        final, rounds = await _refine_turn(metered, config, context, exchange.user, exchange.assistant)
-        refined.append(final)
-        accepted_rounds.append(sum(r["accepted"] for r in rounds))
-        turns.append({"turn": index, "instruction": exchange.user, "rounds": rounds})
-    return RefinedConversation(refined, accepted_rounds, turns, metered.usage)
+        window = range(max(0, index - options.context_turns), index) if options.context_turns else range(0)
+        context = render_context(conversation.system, [(conversation.exchanges[i].user, turns[i].final) for i in window])
+        rounds = await _refine_turn(metered, options, {"context": context, "instruction": exchange.user}, exchange.assistant)
+        turns.append(Turn(index, exchange.user, exchange.assistant, tuple(rounds)))
+    return RefinedConversation(tuple(turns), metered.usage)
 
 
-async def _refine_turn(chat: Chat, config: RefineConfig, context: str, instruction: str, response: str) -> tuple[str, list[dict]]:
-    fields = {"context": context, "instruction": instruction}
-    if config.pipeline != "coevol":
-        trace = await _single_pass(chat, config, fields, response)
-        return (trace["edit"] if trace["accepted"] else response), [{"round": 1, **trace}]
-    rounds: list[dict[str, Any]] = []
+async def _refine_turn(chat: Chat, options: CoEvolOptions, fields: dict[str, str], response: str) -> list[Round]:
+    if options.pipeline != "coevol":
+        return [await _single_pass(chat, options, fields, response)]
+    rounds: list[Round] = []
     current = response
-    for number in range(1, config.max_rounds + 1):
-        trace = await _run_round(chat, config, fields, current)
-        rounds.append({"round": number, **trace})
-        if not trace["accepted"]:
+    for number in range(1, options.max_rounds + 1):
+        round_ = await _run_round(chat, options, fields, current, number)
+        rounds.append(round_)
+        if not round_.accepted:
             break
-        current = trace["edit"]
-    return current, rounds
+        current = round_.edit
+    return rounds
 
 
-async def _run_round(chat: Chat, config: RefineConfig, fields: dict[str, str], response: str) -> dict[str, Any]:
+async def _run_round(chat: Chat, options: CoEvolOptions, fields: dict[str, str], response: str, number: int) -> Round:
     """Debate, advise, edit, judge: the edit is accepted only if the judge finds it strictly better."""
-    trace = await _debate_advise_edit(chat, config.prompts, fields, response)
-    if trace["stop"] is not None:
-        return {**trace, "verdicts": None, "scores": None, "accepted": False}
-    verdicts, decision = await judge_both_orders(chat, config, fields, response, trace["edit"])
-    return {
-        **trace,
-        "verdicts": verdicts,
-        "scores": _pair(decision.merged),
-        "accepted": decision.accepted,
-        "stop": None if decision.accepted else ("unreadable_verdicts" if decision.merged is None else "not_better"),
-    }
+    draft = await _debate_advise_edit(chat, options.prompts, fields, response, number)
+    if draft.stop is not None:
+        return draft
+    old_first, new_first, decision = await judge_both_orders(chat, options.prompts, options.judge_mode, fields, response, draft.edit)
+    stop = None if decision.accepted else ("unreadable_verdicts" if decision.merged is None else "not_better")
+    cut_off = draft.cut_off + tuple(name for name, v in (("old_first", old_first), ("new_first", new_first)) if v.cut_off)
+    return dataclasses.replace(
+        draft,
+        old_first=Verdict(old_first.text, decision.old_first),
+        new_first=Verdict(new_first.text, decision.new_first),
+        scores=decision.merged,
+        accepted=decision.accepted,
+        stop=stop,
+        cut_off=cut_off,
+    )
 
 
-async def _single_pass(chat: Chat, config: RefineConfig, fields: dict[str, str], response: str) -> dict[str, Any]:
+async def _single_pass(chat: Chat, options: CoEvolOptions, fields: dict[str, str], response: str) -> Round:
     """The paper's simpler pipelines: one pass, no judge; a usable edit replaces the response."""
-    prompts = config.prompts
-    if config.pipeline == "edit":
-        edit = await _edit(chat, prompts, "editor_write_task", fields)
-        trace: dict[str, Any] = {"edit": edit, "stop": None if edit else "no_change"}
-    elif config.pipeline == "advise_edit_blind":
-        trace = await _advise_and_edit(chat, prompts, fields, response, "advisor_blind_task", {})
-    elif config.pipeline == "advise_edit":
-        trace = await _advise_and_edit(chat, prompts, fields, response, "advisor_direct_task", {"response": response})
+    prompts = options.prompts
+    if options.pipeline == "edit":
+        reply = await _edit(chat, prompts, "editor_write_task", fields)
+        draft = _with_edit(Round(1), reply, response=None)
+    elif options.pipeline == "advise_edit_blind":
+        draft = await _advise_and_edit(chat, prompts, fields, response, "advisor_blind_task", {}, Round(1))
+    elif options.pipeline == "advise_edit":
+        draft = await _advise_and_edit(chat, prompts, fields, response, "advisor_direct_task", {"response": response}, Round(1))
     else:  # "debate_advise_edit"
-        trace = await _debate_advise_edit(chat, prompts, fields, response)
-    return {**trace, "verdicts": None, "scores": None, "accepted": trace["stop"] is None}
+        draft = await _debate_advise_edit(chat, prompts, fields, response, 1)
+    return dataclasses.replace(draft, accepted=draft.stop is None)
 
 
-async def _debate_advise_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> dict[str, Any]:
+async def _debate_advise_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str, number: int) -> Round:
     """The debate, then the advisor who reads all four turns of it, then the editor."""
-    debate = await _debate(chat, prompts, fields, response)
-    return {"debate": debate, **await _advise_and_edit(chat, prompts, fields, response, "advisor_task", {"response": response, **debate})}
+    debate, cut_off = await _debate(chat, prompts, fields, response)
+    seen = {"response": response, **dataclasses.asdict(debate)}
+    return await _advise_and_edit(chat, prompts, fields, response, "advisor_task", seen, Round(number, debate=debate, cut_off=cut_off))
 
 
-async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> dict[str, str]:
+async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> tuple[Debate, tuple[str, ...]]:
     """Two reviewers, for and against; then each weighs the other's review."""
 
     def opening(persona: str, task: str) -> list[Message]:
@@ -136,46 +131,54 @@ async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response
         chat([*advocate, _assistant(advocate_review.text), _user(prompts.render("rebuttal_task", other_review=critic_review.text))]),
         chat([*critic, _assistant(critic_review.text), _user(prompts.render("rebuttal_task", other_review=advocate_review.text))]),
     )
-    return {
-        "advocate_review": advocate_review.text,
-        "critic_review": critic_review.text,
-        "advocate_rebuttal": advocate_rebuttal.text,
-        "critic_rebuttal": critic_rebuttal.text,
-    }
+    replies = {"advocate_review": advocate_review, "critic_review": critic_review, "advocate_rebuttal": advocate_rebuttal, "critic_rebuttal": critic_rebuttal}
+    debate = Debate(**{name: reply.text for name, reply in replies.items()})
+    return debate, tuple(name for name, reply in replies.items() if reply.cut_off)
 
 
-async def _advise_and_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str, advisor_task: str, seen: dict[str, str]) -> dict[str, Any]:
+async def _advise_and_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str, advisor_task: str, seen: dict[str, str], draft: Round) -> Round:
     """The advisor's suggestions (from what `seen` shows it), then the editor's revision of `response`."""
     advice = await chat([_system(prompts.render("advisor_persona")), _user(prompts.render(advisor_task, **fields, **seen))])
     suggestions = parse_suggestions(advice.text)
-    trace: dict[str, Any] = {"advice": advice.text, "suggestions": suggestions}
+    draft = dataclasses.replace(draft, advice=advice.text, suggestions=tuple(suggestions), cut_off=draft.cut_off + (("advice",) if advice.cut_off else ()))
     if not suggestions:
-        return {**trace, "edit": None, "stop": "no_suggestions"}
+        return dataclasses.replace(draft, stop="no_suggestions")
     listed = "\n".join(f"- {s}" for s in suggestions)
-    edit = await _edit(chat, prompts, "editor_task", fields, response=response, suggestions=listed)
-    return {**trace, "edit": edit, "stop": None if edit and edit != response.strip() else "no_change"}
+    reply = await _edit(chat, prompts, "editor_task", fields, response=response, suggestions=listed)
+    return _with_edit(draft, reply, response=response)
 
 
-async def _edit(chat: Chat, prompts: Prompts, task: str, fields: dict[str, str], **extra: str) -> str:
-    return (await chat([_system(prompts.render("editor_persona")), _user(prompts.render(task, **fields, **extra))])).text.strip()
+async def _edit(chat: Chat, prompts: Prompts, task: str, fields: dict[str, str], **extra: str) -> Reply:
+    return await chat([_system(prompts.render("editor_persona")), _user(prompts.render(task, **fields, **extra))])
 
 
-async def judge_both_orders(chat: Chat, config: RefineConfig, fields: dict[str, str], old: str, new: str) -> tuple[dict[str, Any], Decision]:
+def _with_edit(draft: Round, reply: Reply, *, response: str | None) -> Round:
+    """The editor's answer in the round: a cut-off or empty edit, or no change, stops the turn."""
+    edit = reply.text.strip()
+    if reply.cut_off:
+        stop = "edit_cut_off"
+    elif not edit or (response is not None and edit == response.strip()):
+        stop = "no_change"
+    else:
+        stop = None
+    return dataclasses.replace(draft, edit=edit, stop=stop, cut_off=draft.cut_off + (("edit",) if reply.cut_off else ()))
+
+
+async def judge_both_orders(chat: Chat, prompts: Prompts, mode: JudgeMode, fields: dict[str, str], old: str, new: str) -> tuple[Reply, Reply, Decision]:
     """The judge sees (old, new) and (new, old) concurrently; the merge cancels position bias."""
-    judge_task = "judge_compare_task" if config.judge_mode == "compare" else "judge_score_task"
-    schema = COMPARE_SCHEMA if config.judge_mode == "compare" else SCORE_SCHEMA
-    prompts = config.prompts
+    judge_task = "judge_compare_task" if mode == "compare" else "judge_score_task"
+    schema = COMPARE_SCHEMA if mode == "compare" else SCORE_SCHEMA
 
     def judge(a: str, b: str) -> Awaitable[Reply]:
         return chat([_system(prompts.render("judge_persona")), _user(prompts.render(judge_task, **fields, response_a=a, response_b=b))], schema=schema)
 
     old_first, new_first = await gather_or_cancel(judge(old, new), judge(new, old))
-    decision = merge(parse_verdict(old_first.text, config.judge_mode), parse_verdict(new_first.text, config.judge_mode), config.judge_mode)
-    verdicts = {
-        "old_first": {"text": old_first.text, "scores": _pair(decision.old_first)},
-        "new_first": {"text": new_first.text, "scores": _pair(decision.new_first)},
-    }
-    return verdicts, decision
+    decision = merge(
+        parse_verdict(old_first.text, mode, cut_off=old_first.cut_off),
+        parse_verdict(new_first.text, mode, cut_off=new_first.cut_off),
+        mode,
+    )
+    return old_first, new_first, decision
 
 
 def parse_suggestions(advice: str) -> list[str]:
@@ -184,7 +187,7 @@ def parse_suggestions(advice: str) -> list[str]:
     return [line for line in lines if line][:MAX_SUGGESTIONS]
 
 
-def _render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> str:
+def render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> str:
     if system is None and not earlier:
         return ""
     lines = ["Earlier in the conversation:"]
@@ -216,14 +219,8 @@ class _Metered:
 
     async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None) -> Reply:
         reply = await self._chat(messages, schema=schema)
-        self.usage.calls += 1
-        self.usage.prompt_tokens += reply.prompt_tokens
-        self.usage.completion_tokens += reply.completion_tokens
+        self.usage.add(Usage(1, reply.prompt_tokens, reply.completion_tokens, reply.cached_tokens))
         return reply
-
-
-def _pair(scores: tuple[float, float] | None) -> dict[str, float] | None:
-    return None if scores is None else {"old": scores[0], "new": scores[1]}
 
 
 def _system(text: str) -> Message:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 from typing import Any, Iterable, Mapping
+
+from .formats import REFINED
+from .trace import Trace
 
 
 @dataclasses.dataclass
@@ -16,6 +18,7 @@ class RunStats:
     rounds_histogram: dict[int, int] = dataclasses.field(default_factory=dict)  # accepted edits per turn -> turns
     llm_calls: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens the server read from its prefix cache
     completion_tokens: int = 0
     errors_by_kind: dict[str, int] = dataclasses.field(default_factory=dict)
     judged_rounds: int = 0
@@ -34,44 +37,27 @@ def compute_stats(rows: Iterable[Mapping[str, Any]]) -> RunStats:
     errors: collections.Counter[str] = collections.Counter()
     for row in rows:
         stats.rows += 1
-        if row["coevol_error"] is not None:
-            errors[row["coevol_error"].split(":", 1)[0]] += 1
+        if row[REFINED.error] is not None:
+            errors[row[REFINED.error].split(":", 1)[0]] += 1
             continue
-        rounds = row["coevol_rounds"]
+        trace = Trace.from_json(row[REFINED.trace])
+        rounds = [turn.accepted_rounds for turn in trace.turns]
         histogram.update(rounds)
         stats.turns += len(rounds)
         stats.rows_improved += any(rounds)
-        trace = json.loads(row["coevol_trace"])
-        usage = trace["usage"]
-        stats.llm_calls += usage["calls"]
-        stats.prompt_tokens += usage["prompt_tokens"]
-        stats.completion_tokens += usage["completion_tokens"]
-        for turn in trace["turns"]:
-            for round_ in turn["rounds"]:
-                verdicts = round_.get("verdicts")
-                if not verdicts:
-                    continue
-                stats.judged_rounds += 1
-                first, second = verdicts["old_first"]["scores"], verdicts["new_first"]["scores"]
-                stats.judges_agree += bool(first and second and _winner(first) == _winner(second))
-        stats.chars_before += sum(len(text) for text in row["coevol_original"])
-        stats.chars_after += sum(len(text) for text in trace_final_responses(trace, row["coevol_original"]))
+        stats.llm_calls += trace.usage.calls
+        stats.prompt_tokens += trace.usage.prompt_tokens
+        stats.cached_tokens += trace.usage.cached_tokens
+        stats.completion_tokens += trace.usage.completion_tokens
+        for turn in trace.turns:
+            for round_ in turn.rounds:
+                stats.judged_rounds += round_.judged
+                stats.judges_agree += round_.orders_agree
+            stats.chars_before += len(turn.original)
+            stats.chars_after += len(turn.final)
     stats.rounds_histogram = dict(sorted(histogram.items()))
     stats.errors_by_kind = dict(errors.most_common())
     return stats
-
-
-def trace_final_responses(trace: Mapping[str, Any], originals: list[str]) -> list[str]:
-    """The final response of each turn, as the trace tells it: the last accepted edit, or the original."""
-    finals = []
-    for turn, original in zip(trace["turns"], originals):
-        accepted = [r["edit"] for r in turn["rounds"] if r["accepted"]]
-        finals.append(accepted[-1] if accepted else original)
-    return finals
-
-
-def _winner(scores: Mapping[str, float]) -> str:
-    return "new" if scores["new"] > scores["old"] else "old" if scores["old"] > scores["new"] else "tie"
 
 
 def format_stats(stats: RunStats, *, calls: tuple[int, int, int] | None = None, seconds: float | None = None) -> str:

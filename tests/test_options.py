@@ -34,5 +34,5 @@ def test_unknown_fn_kwargs_are_refused() -> None:
 
 def test_prompt_overrides_are_used() -> None:
     prompts = Prompts(editor_task="Improve: {response}\nUsing: {suggestions}")
-    assert CoEvol(prompts=prompts).config.prompts.editor_task.startswith("Improve:")
-    assert CoEvol(prompts={"editor_task": "Improve: {response}"}).config.prompts.editor_task == "Improve: {response}"
+    assert CoEvol(prompts=prompts).options.prompts.editor_task.startswith("Improve:")
+    assert CoEvol(prompts={"editor_task": "Improve: {response}"}).options.prompts.editor_task == "Improve: {response}"

@@ -1,0 +1,345 @@
+"""The map-operator base: what `CoEvol` and `PairwiseJudge` share, so each is one row coroutine.
+
+An operator is a plain callable for `Dataset.map(..., batched=True)`, `IterableDataset.map`,
+`DatasetDict.map` and Ray Data's `map_batches`. The base owns:
+
+- its options (one frozen dataclass per operator, see `options.py`) and `fn_kwargs` variants;
+- batches in every shape those engines hand over (a dict of lists, of numpy arrays, a pandas
+  DataFrame) and the matching shape out, with plain Python values inside;
+- the per-process event loop on which the rows of a batch run concurrently (a sync `__call__`
+  works from scripts, notebooks whose thread already runs a loop, `num_proc` workers and Ray
+  actors alike);
+- `on_error`: a row that fails records why in its error column, or stops the run;
+- pickling (options and what was probed, never a socket) and the `datasets` fingerprint: the
+  options that change outputs, the served model and this package's code, never the endpoint
+  URL, concurrency, timeout or token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import hashlib
+import math
+import os
+import threading
+from importlib import resources
+from typing import Any, ClassVar, Mapping, Sequence
+
+import pyarrow as pa
+
+from . import __version__
+from .client.session import ClientSession
+from .client.server import ServerInfo
+from .errors import ConfigError, RowError
+from .options import JudgeOptions
+from .protocol import gather_or_cancel
+
+# The modules whose code decides the outputs. Editing any of them changes every fingerprint,
+# because datasets pickles importable code by reference and would otherwise reuse stale results.
+_OUTPUT_MODULES = ("options.py", "formats.py", "judge.py", "prompts.py", "protocol.py", "trace.py", "operator.py", "transform.py", "pairwise.py", "client/tgi.py")
+
+
+def _implementation_tag() -> str:
+    digest = hashlib.sha256()
+    package = resources.files("coevol_hf")
+    for name in _OUTPUT_MODULES:
+        digest.update(package.joinpath(name).read_bytes())
+    return f"coevol-hf {__version__} {digest.hexdigest()[:16]}"
+
+
+IMPLEMENTATION = _implementation_tag()
+
+
+class MapOperator:
+    """Base of the map operators. Subclasses set `options_type` and write `process_row`."""
+
+    options_type: ClassVar[type[JudgeOptions]]
+
+    def __init__(self, **options: Any) -> None:
+        self._setup(self.options_type.from_kwargs(options, type(self).__name__), None)
+
+    def _setup(self, options: JudgeOptions, session: ClientSession | None) -> None:
+        self.options = options
+        self._session = _LOOP.keep(session) if session is not None else None
+        self._variants: dict[str, MapOperator] = {}
+        _register_fingerprint(type(self))
+
+    @classmethod
+    def from_options(cls, options: JudgeOptions) -> "MapOperator":
+        operator = cls.__new__(cls)
+        operator._setup(options, None)
+        return operator
+
+    # -- what a subclass writes -------------------------------------------------------------
+
+    def output_types(self) -> Mapping[str, pa.DataType]:
+        """The columns the operator adds, with their Arrow types."""
+        raise NotImplementedError
+
+    def read_columns(self, column_names: Sequence[str]) -> tuple[str, ...]:
+        """The input columns the operator reads; raise `ConfigError` if the dataset lacks them."""
+        raise NotImplementedError
+
+    async def process_row(self, row: Mapping[str, Any], session: ClientSession, server: ServerInfo) -> dict[str, Any]:
+        """The output columns of one row; raise `RowError` for a row that cannot be processed."""
+        raise NotImplementedError
+
+    def failed_row(self, row: Mapping[str, Any], error: RowError, server: ServerInfo) -> dict[str, Any]:
+        """The output columns of a row whose processing failed with `error`."""
+        raise NotImplementedError
+
+    # -- the server -------------------------------------------------------------------------
+
+    @property
+    def session(self) -> ClientSession:
+        """This process's client session; a new one if `COEVOL_ENDPOINT` changed since."""
+        connection = self.options.connection()
+        if self._session is None or self._session.connection != connection:
+            self._session = _LOOP.keep(ClientSession(connection, self.options.sampling))
+        return self._session
+
+    @property
+    def server(self) -> ServerInfo:
+        """What the endpoints serve (asked once per session)."""
+        return self.session.server()
+
+    def fingerprint_state(self) -> dict[str, Any]:
+        """What the `datasets` cache fingerprint is made of.
+
+        The served model comes from `model=` (and `model_revision=`) when given, so hashing
+        needs no request; else the server is asked again at every `map`, so a server restarted
+        with another model never reuses old results. An unreachable server hashes as such, and
+        the run then stops with a clear error before any row is processed.
+        """
+        sampling = self.options.sampling
+        if sampling.model is not None:
+            model = f"{sampling.model}@{sampling.model_revision}" if sampling.model_revision else sampling.model
+        else:
+            try:
+                model = self.session.server(refresh=True).identity
+            except Exception:  # reported by __call__, with its real message
+                model = "<unreachable>"
+        return {"operator": type(self).__name__, "implementation": IMPLEMENTATION, "model": model, "options": self.options.output_options()}
+
+    @property
+    def calls_made(self) -> int:
+        """HTTP requests for LLM calls this process sent, retries included."""
+        return self._count("calls_sent")
+
+    @property
+    def cache_hits(self) -> int:
+        """LLM calls this process answered from the request cache instead of a server."""
+        return self._count("cache_hits")
+
+    @property
+    def cache_misses(self) -> int:
+        """LLM calls this process looked up in the request cache and had to ask a server for."""
+        return self._count("cache_misses")
+
+    def _count(self, counter: str) -> int:
+        own = getattr(self._session, counter) if self._session is not None else 0
+        return own + sum(variant._count(counter) for variant in self._variants.values())
+
+    # -- pickling: everything for num_proc workers and Ray actors, but no live connection -----
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"options": self.options, "session": self._session}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._setup(state["options"], state["session"])
+
+    # -- the map function -------------------------------------------------------------------
+
+    def __call__(self, batch: Any, **overrides: Any) -> Any:
+        """Process one batch (`batched=True`); `overrides` are `fn_kwargs` options for this call."""
+        if overrides:
+            return self._variant(overrides)(batch)
+        shape = Batch.of(batch, type(self).__name__)
+        read = self.read_columns(shape.column_names)
+        session = self.session
+        server = session.server()
+        rows = shape.rows(read)
+        outputs = _LOOP.run(gather_or_cancel(*(self._process(row, session, server) for row in rows)))
+        types = self.output_types()
+        columns = {name: [output[name] for output in outputs] for name in (outputs[0] if outputs else types)}
+        return shape.result(columns, types)
+
+    def _variant(self, overrides: Mapping[str, Any]) -> "MapOperator":
+        key = repr(sorted(overrides.items()))
+        if key not in self._variants:
+            self._variants[key] = type(self).from_options(self.options.replace(overrides))
+        return self._variants[key]
+
+    async def _process(self, row: Mapping[str, Any], session: ClientSession, server: ServerInfo) -> dict[str, Any]:
+        try:
+            return await self.process_row(row, session, server)
+        except RowError as err:
+            if self.options.on_error == "raise":
+                start = next((str(v) for v in row.values() if isinstance(v, str)), "")[:60]
+                raise RowError(err.kind, f"{err.args[0]} (on_error='raise'; the row starting {start!r})") from None
+            return self.failed_row(row, err, server)
+
+
+class Batch:
+    """A batch as an engine handed it over, read as plain Python rows and answered in kind.
+
+    `datasets` hands a dict of lists (its own `LazyBatch` on Arrow datasets), Ray Data a dict of
+    numpy arrays or a pandas DataFrame. On Arrow datasets the new columns go back as typed Arrow
+    scalars: a first batch whose errors are all None would otherwise fix that column's type as
+    null and make a later batch fail. Everywhere else they are plain values (numpy arrays and
+    DataFrames for Ray, which replaces a batch by what it gets back, so those carry every column).
+    """
+
+    def __init__(self, batch: Any, kind: str, columns: dict[str, list[Any]]) -> None:
+        self.batch, self.kind, self.columns = batch, kind, columns
+
+    @classmethod
+    def of(cls, batch: Any, operator: str) -> "Batch":
+        not_batched = ConfigError(
+            f"{operator} processes rows concurrently, a batch at a time, and was given a single row: "
+            "pass batched=True to map (ds.map(coevol_refine, batched=True)), or use Ray Data's map_batches."
+        )
+        if _is_dataframe(batch):
+            return cls(batch, "pandas", {str(name): _plain(batch[name].tolist()) for name in batch.columns})
+        if not isinstance(batch, Mapping):
+            raise ConfigError(f"{operator} takes a batch: a dict of columns or a pandas DataFrame, not {type(batch).__name__}.")
+        if type(batch).__name__ == "LazyRow":
+            raise not_batched
+        values = list(batch.values())
+        if not values or not all(_is_column(v) for v in values):
+            raise not_batched
+        numpy = any(type(v).__module__ == "numpy" for v in values)
+        kind = "numpy" if numpy else "arrow" if type(batch).__name__ == "LazyBatch" else "python"
+        return cls(batch, kind, {name: batch[name] for name in batch})
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns)
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def rows(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        present = [name for name in names if name in self.columns]
+        columns = {name: _plain(list(self.columns[name])) for name in present}
+        return [{name: columns[name][i] for name in present} for i in range(self.size)]
+
+    def result(self, new: dict[str, list[Any]], types: Mapping[str, pa.DataType]) -> Any:
+        if self.kind == "arrow":
+            return {name: (list(pa.array(values, type=types[name])) if name in types else values) for name, values in new.items()}
+        if self.kind == "python":
+            return new
+        if self.kind == "numpy":
+            import numpy as np
+
+            return {**self.batch, **{name: _object_array(np, values) for name, values in new.items()}}
+        import pandas as pd
+
+        frame = self.batch.copy()
+        for name, values in new.items():
+            frame[name] = pd.Series(values, index=frame.index, dtype=object)  # None stays None
+        return frame
+
+
+def _is_dataframe(batch: Any) -> bool:
+    return type(batch).__name__ == "DataFrame" and type(batch).__module__.startswith("pandas")
+
+
+def _is_column(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        # A batch's conversations column holds lists; a single row's holds the turns themselves.
+        return not any(isinstance(item, Mapping) for item in value[:1])
+    return type(value).__module__ == "numpy" and getattr(value, "ndim", 0) == 1 or type(value).__name__ == "Series"
+
+
+def _plain(value: Any) -> Any:
+    """Python values from what numpy and pandas hold (arrays, numpy scalars, NaN for missing)."""
+    if isinstance(value, (str, bool, int)) or value is None:
+        return value
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if type(value).__module__ == "numpy":
+        return _plain(value.tolist())
+    return value
+
+
+def _object_array(np: Any, values: list[Any]) -> Any:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+_REGISTERED: set[type] = set()
+
+
+def _register_fingerprint(cls: type) -> None:
+    """Teach datasets' fingerprint pickler to hash an operator by `fingerprint_state()` alone.
+
+    This uses `datasets.utils._dill.pklregister`, the hook datasets uses for tokenizers. It is
+    private: pyproject bounds `datasets` to the versions tested, and tests/test_fingerprint.py
+    fails loudly if the hook stops being used.
+    """
+    if cls in _REGISTERED:
+        return
+    from datasets.utils._dill import pklregister
+
+    @pklregister(cls)
+    def _hash(pickler: Any, obj: MapOperator) -> None:
+        pickler.save_reduce(_fingerprint_stub, (obj.fingerprint_state(),), obj=obj)
+
+    _REGISTERED.add(cls)
+
+
+def _fingerprint_stub(state: dict[str, Any]) -> dict[str, Any]:
+    return state
+
+
+class _LoopThread:
+    """One event loop per process, on a daemon thread, shared by every operator of the process.
+
+    Sessions made here are closed at exit, so their connections end cleanly.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+        self._sessions: list[tuple[int, ClientSession]] = []
+        atexit.register(self._close)
+
+    def run(self, coroutine: Any) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._get())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def keep(self, session: ClientSession) -> ClientSession:
+        self._sessions.append((os.getpid(), session))
+        return session
+
+    def _get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid():
+                self._loop = asyncio.new_event_loop()
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop.run_forever, name="coevol-hf-loop", daemon=True).start()
+            return self._loop
+
+    def _close(self) -> None:
+        if self._loop is not None and self._pid == os.getpid() and self._loop.is_running():
+            for session in (session for pid, session in self._sessions if pid == self._pid):
+                try:
+                    asyncio.run_coroutine_threadsafe(session.aclose(), self._loop).result(5)
+                except Exception:  # closing is best effort at exit
+                    pass
+
+
+_LOOP = _LoopThread()
