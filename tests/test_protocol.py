@@ -1,0 +1,73 @@
+"""The rounds over a scripted chat function (pure logic: no server): cut-off answers.
+
+A server that stops at `max_new_tokens` says `finish_reason: "length"`; the client turns that
+into `Reply.cut_off`. A cut-off edit must never replace a response, with or without a judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from coevol_hf.formats import Conversation, Exchange
+from coevol_hf.options import CoEvolOptions
+from coevol_hf.prompts import Prompts
+from coevol_hf.protocol import Reply, refine_conversation
+
+PROMPTS = Prompts()
+ROLES = {PROMPTS.advocate_persona: "advocate", PROMPTS.critic_persona: "critic", PROMPTS.advisor_persona: "advisor", PROMPTS.editor_persona: "editor", PROMPTS.judge_persona: "judge"}
+
+
+class ScriptedChat:
+    """Answers by role; `cut` names the roles whose answers come back cut off."""
+
+    def __init__(self, cut: set[str] = frozenset(), judge: str | None = None) -> None:
+        self.cut, self.judge, self.roles = cut, judge, []
+
+    async def __call__(self, messages, *, schema=None) -> Reply:
+        role = ROLES[messages[0]["content"]]
+        self.roles.append(role)
+        # By default the judge prefers the edit, in whichever position it is shown.
+        prefer_edit = json.dumps({"better": "B" if "[Answer A]\nBlue." in messages[1]["content"] else "A", "reason": "fuller"})
+        text = {"advisor": "- Add an example.", "editor": "A better answer, cut in the mid", "judge": self.judge or prefer_edit}.get(role, f"{role} says")
+        return Reply(text, 10, 5, cut_off=role in self.cut)
+
+
+def refine(chat: ScriptedChat, **options):
+    conversation = Conversation(None, (Exchange("Name a colour.", "Blue."),))
+    return asyncio.run(refine_conversation(conversation, CoEvolOptions(**options), chat))
+
+
+def test_a_cut_off_edit_is_never_judged_nor_accepted() -> None:
+    chat = ScriptedChat(cut={"editor"})
+    (turn,) = refine(chat).turns
+    (round_,) = turn.rounds
+    assert turn.final == "Blue." and not round_.accepted
+    assert round_.stop == "edit_cut_off" and round_.cut_off == ("edit",)
+    assert "judge" not in chat.roles
+
+
+@pytest.mark.parametrize("pipeline", ["edit", "advise_edit", "advise_edit_blind", "debate_advise_edit"])
+def test_one_pass_pipelines_do_not_accept_a_cut_off_edit(pipeline: str) -> None:
+    (turn,) = refine(ScriptedChat(cut={"editor"}), pipeline=pipeline).turns
+    assert turn.final == "Blue." and turn.rounds[0].stop == "edit_cut_off"
+    (accepted,) = refine(ScriptedChat(), pipeline=pipeline).turns
+    assert accepted.final == "A better answer, cut in the mid"
+
+
+def test_cut_off_reviews_and_advice_are_marked() -> None:
+    (turn,) = refine(ScriptedChat(cut={"critic", "advisor"}), max_rounds=1).turns
+    assert set(turn.rounds[0].cut_off) == {"critic_review", "critic_rebuttal", "advice"}
+    assert turn.rounds[0].accepted  # the edit itself was complete and won
+
+
+def test_a_cut_off_verdict_counts_only_with_complete_json() -> None:
+    free_text = ScriptedChat(cut={"judge"}, judge="B\nThe second answer is fuller and")
+    (turn,) = refine(free_text, max_rounds=1, structured_judge=False).turns
+    assert turn.rounds[0].stop == "unreadable_verdicts" and turn.rounds[0].cut_off == ("old_first", "new_first")
+
+    complete = ScriptedChat(cut={"judge"})
+    (turn,) = refine(complete, max_rounds=1).turns
+    assert turn.rounds[0].scores == (0.0, 2.0) and turn.rounds[0].accepted
