@@ -224,6 +224,7 @@ class CoEvolOptions(JudgeOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "format", self.format or "auto")
         _check_int("max_rounds", self.max_rounds, minimum=1)
         _check_choice("pipeline", self.pipeline, tuple(PIPELINES))
         object.__setattr__(self, "columns", _columns(self.columns, self.format))
@@ -240,6 +241,7 @@ class PairwiseOptions(JudgeOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "format", self.format or "auto")
         for name in ("a", "b"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
