@@ -1,29 +1,45 @@
-"""The `coevol-hf` command: `serve` the local model, `refine` a dataset, run the `demo`."""
+"""The `coevol-hf` command: `serve` the local model, `refine` a dataset, `push` it or render its `card`, run the `demo`."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
 import signal
 import sys
-from importlib import resources
 import time
+from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import CoEvolError
+from .options import CoEvolOptions, add_arguments, options_from_arguments
 
 DEMO_SAMPLE = "self_instruct_sample.jsonl"
 DATA_FILE = "data.parquet"
+JSONL_FILE = "data.jsonl"
+CARD_FILE = "README.md"
+# What coevol-hf wrote in an output folder (name -> SHA-256), so that it never replaces a user's file.
+MANIFEST_FILE = ".coevol-hf-files.json"
 _DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+# Suffixes that make a missing name a local file rather than a Hub id (ids may hold dots: "org/data-2.5").
+_FILE_SUFFIXES = {*_DATA_SUFFIXES, ".txt", ".tsv", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar"}
+# Flags whose value is a local path: the recorded command keeps the file name only.
+_PATH_FLAGS = {"--output", "-o", "--chat-template", "--prompts", "--cache-dir"}
+_HF_HOSTS = ("huggingface.co", "hf.space", "huggingface.cloud")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except OSError as err:  # a file a flag names (--prompts, --chat-template) cannot be read
+        print(f"coevol-hf {next((a for a in argv if not a.startswith('-')), '')}: {err}", file=sys.stderr)
+        return 1
     args.argv = argv
     try:
         return args.run(args)
@@ -61,60 +77,204 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _refine(args: argparse.Namespace) -> int:
     options = _options(args)
+    folder = OutputFolder(Path(args.output))
+    folder.check(overwrite=args.overwrite, source=args.input)
+    dataset = _load(args.input, args.split, args.limit)
     if args.local:
         from .local import LocalServer
 
         with LocalServer() as server:
-            return _run_refine(args, {**options, "endpoint": server.url})
-    return _run_refine(args, options)
+            return _run_refine(args, dataset, {**options, "endpoint": server.url}, folder)
+    return _run_refine(args, dataset, options, folder)
 
 
-def _run_refine(args: argparse.Namespace, options: dict[str, Any]) -> int:
+def _run_refine(args: argparse.Namespace, dataset: Any, options: dict[str, Any], folder: OutputFolder) -> int:
     from .transform import CoEvol
 
-    dataset = _load(args.input, args.split, args.limit)
     transform = CoEvol(**options)
+    before = _cache_files_state(dataset)
     started = time.perf_counter()
-    refined = dataset.map(transform, batched=True, batch_size=args.batch_size, num_proc=args.num_proc, desc="CoEvol")
+    refined = dataset.map(
+        transform, batched=True, batch_size=args.batch_size, num_proc=args.num_proc, load_from_cache_file=not args.retry_errors, desc="CoEvol"
+    )
     seconds = time.perf_counter() - started
-    _write(refined, transform, args, seconds)
+    reused = bool(refined.cache_files) and all(before.get(f["filename"]) == _file_state(f["filename"]) for f in refined.cache_files)
+    _write(refined, transform, args, folder, seconds, reused)
     return 0
 
 
-def _write(refined: Any, transform: Any, args: argparse.Namespace, seconds: float) -> None:
+def _write(refined: Any, transform: Any, args: argparse.Namespace, folder: OutputFolder, seconds: float, reused: bool) -> None:
     from .card import CONFIG_FILE, build_card, split_stats
     from .hub import source_card
     from .stats import format_stats
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    refined.to_parquet(str(output / DATA_FILE))
-    if args.jsonl:
-        refined.to_json(str(output / "data.jsonl"), lines=True, force_ascii=False)
-    run = {**transform.run_config(), "source": args.input, "split": args.split, "license": args.license, "command": _command(args)}
-    (output / CONFIG_FILE).write_text(json.dumps(run, indent=2, ensure_ascii=False), encoding="utf-8")
+    source = _public_source(args.input)
+    run = {**transform.run_config(), "source": source, "split": args.split, "license": args.license, "command": _command(args)}
     splits = {args.split: refined}
     stats = split_stats(splits)
-    card = build_card(splits, run, source=args.input, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run), stats=stats)
-    (output / "README.md").write_text(str(card), encoding="utf-8")
-    made = None if args.num_proc else (transform.calls_made, transform.cache_hits, transform.cache_misses)
+    card = build_card(splits, run, source=source, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run), stats=stats)
+    written = {DATA_FILE: lambda path: refined.to_parquet(str(path))}
+    if args.jsonl:
+        written[JSONL_FILE] = lambda path: refined.to_json(str(path), lines=True, force_ascii=False)
+    written[CONFIG_FILE] = lambda path: path.write_text(json.dumps(run, indent=2, ensure_ascii=False), encoding="utf-8")
+    written[CARD_FILE] = lambda path: path.write_text(str(card), encoding="utf-8")
+    folder.remove_earlier(keep=list(written))
+    for name, write in written.items():
+        folder.write(name, write)
+
+    made = None if args.num_proc or reused else (transform.calls_made, transform.cache_hits, transform.cache_misses)
     print(format_stats(stats, calls=made, seconds=seconds))
-    written = [DATA_FILE] + (["data.jsonl"] if args.jsonl else []) + [CONFIG_FILE, "README.md"]
-    print(f"wrote {', '.join(written)} in {output}")
+    if reused:
+        print(f"result loaded from the datasets cache: no LLM call was made; the {stats.llm_calls} above are the calls recorded in the data")
+        if stats.errors_by_kind:
+            print(f"rows with a coevol_error: {sum(stats.errors_by_kind.values())}; --retry-errors asks again for their calls only")
+    print(f"wrote {', '.join(written)} in {folder.path}")
+
+
+def _cache_files_state(dataset: Any) -> dict[str, tuple[int, int]]:
+    """Every cache file beside the dataset's own, with its change time and size, before `map`."""
+    folders = {Path(entry["filename"]).parent for entry in dataset.cache_files}
+    return {str(path): _file_state(path) for folder in folders for path in folder.glob("*.arrow")}
+
+
+def _file_state(path: str | Path) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
+
+
+class OutputFolder:
+    """A folder coevol-hf writes into, and the files it wrote there (kept in `MANIFEST_FILE`).
+
+    Files the manifest does not list, or that changed since coevol-hf wrote them, are the
+    user's: a folder holding any is refused without `--overwrite`, and even then only the
+    files coevol-hf writes are replaced.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files = self._read_manifest()
+
+    def _read_manifest(self) -> dict[str, str | None]:
+        try:
+            files = json.loads((self.path / MANIFEST_FILE).read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+        return files if isinstance(files, dict) else {}
+
+    def check(self, *, overwrite: bool, source: str | None = None, names: Sequence[str] = ()) -> None:
+        """Refuse, before any work, to write where a user's files would be lost."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"{self.path} is a file, not a folder: give a folder for the output.")
+        if source is not None and Path(source).is_file() and Path(source).resolve().parent == self.path.resolve():
+            from .card import CONFIG_FILE
+
+            if Path(source).name in (DATA_FILE, JSONL_FILE, CARD_FILE, CONFIG_FILE, MANIFEST_FILE):
+                raise ValueError(f"{source} is the input: writing the output into {self.path} would replace it; give another folder.")
+        theirs = [name for name in self._present() if not self.wrote(name) and (not names or name in names)]
+        if theirs and not overwrite:
+            listed = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
+            raise ValueError(f"{self.path} holds files coevol-hf did not write ({listed}): give a new or empty folder, or pass --overwrite.")
+
+    def wrote(self, name: str) -> bool:
+        """Whether `name` is a file coevol-hf wrote here and nobody changed since."""
+        path = self.path / name
+        if name not in self.files or not path.is_file():
+            return False
+        digest = self.files[name]
+        return digest is None or digest == _sha256(path)  # None: the write was interrupted
+
+    def remove_earlier(self, keep: Sequence[str]) -> None:
+        """Remove the files an earlier run wrote here that this one does not write (unchanged ones only)."""
+        for name in [n for n in self.files if n not in keep]:
+            if self.wrote(name):
+                (self.path / name).unlink()
+            del self.files[name]
+        self._save()
+
+    def write(self, name: str, write: Callable[[Path], Any]) -> None:
+        """Write one file, recorded before (an interrupted write stays ours) and after (its digest)."""
+        self.files[name] = None
+        self._save()
+        write(self.path / name)
+        self.files[name] = _sha256(self.path / name)
+        self._save()
+
+    def _present(self) -> list[str]:
+        return sorted(p.name for p in self.path.iterdir() if p.name != MANIFEST_FILE) if self.path.is_dir() else []
+
+    def _save(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        manifest = {"written_by": f"coevol-hf {__version__}", "files": self.files}
+        (self.path / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _public_source(source: str) -> str:
+    """A local file by its name only (its folder is the user's business); a Hub id as it is."""
+    return Path(source).name if Path(source).exists() else source
 
 
 def _command(args: argparse.Namespace) -> str:
-    """The command that made this run, without its token."""
-    shown, skip = [], False
+    """The command that made this run, fit to publish: no token, no local paths, no private endpoint."""
+    shown: list[str] = []
+    pending: str | None = None  # the flag whose value comes next
     for item in args.argv:
-        if skip or item.startswith("--token="):
-            skip = False
+        if pending is not None:
+            if pending != "--token":
+                shown.append(_public_value(pending, item))
+            pending = None
             continue
-        if item == "--token":
-            skip = True
-            continue
-        shown.append(item)
-    return f"coevol-hf {shlex.join(shown)}"
+        flag, has_value, value = item.partition("=")
+        if flag == "--token":
+            pending = None if has_value else flag
+        elif flag in _PATH_FLAGS | {"--endpoint"} and item.startswith("--"):
+            if has_value:
+                shown.append(f"{flag}={_public_value(flag, value)}")
+            else:
+                shown.append(flag)
+                pending = flag
+        elif item == "-o":
+            shown.append(item)
+            pending = item
+        elif item.startswith("-o") and not item.startswith("--"):
+            shown.append("-o" + _public_value("-o", item[2:]))
+        elif item == args.input:
+            shown.append(_public_source(item))
+        else:
+            shown.append(item)
+    secrets = _secrets(args.token)
+    return "coevol-hf " + shlex.join(_redact(item, secrets) for item in shown)
+
+
+def _public_value(flag: str, value: str) -> str:
+    if flag == "--endpoint":
+        return ",".join(url if _hugging_face_hosted(url) else "URL" for url in value.split(","))
+    return Path(value).name
+
+
+def _hugging_face_hosted(url: str) -> bool:
+    host = (urlsplit(url.strip()).hostname or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in _HF_HOSTS)
+
+
+def _secrets(token: str | None) -> set[str]:
+    """Every token this process knows: the flag's, the environment's and the one saved by `hf auth login`."""
+    from huggingface_hub import get_token
+
+    return {secret for secret in (token, os.environ.get("COEVOL_TOKEN"), os.environ.get("HF_TOKEN"), get_token()) if secret}
+
+
+def _redact(text: str, secrets: set[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _reproduce(run: dict[str, Any]) -> str:
@@ -156,11 +316,12 @@ def _card(args: argparse.Namespace) -> int:
     from .hub import source_card
 
     splits, run = _read_output(args.directory)
+    folder = OutputFolder(Path(args.directory))
+    folder.check(overwrite=args.overwrite, names=[CARD_FILE])
     source = run.get("source")
     card = build_card(splits, run, source=source, source_card=source_card(source, None) if source else None, license=args.license or run.get("license"), pretty_name=args.pretty_name, reproduce=_reproduce(run))
-    path = Path(args.directory) / "README.md"
-    path.write_text(str(card), encoding="utf-8")
-    print(f"wrote {path}")
+    folder.write(CARD_FILE, lambda path: path.write_text(str(card), encoding="utf-8"))
+    print(f"wrote {folder.path / CARD_FILE}")
     return 0
 
 
@@ -173,47 +334,29 @@ def _load(source: str, split: str, limit: int | None) -> Any:
         if builder is None:
             raise ValueError(f"{source}: unsupported file type {path.suffix!r}; accepted: {sorted(_DATA_SUFFIXES)}, or a Hub dataset id.")
         dataset = load_dataset(builder, data_files=str(path), split="train")
+    elif _names_a_file(source):
+        raise FileNotFoundError(f"no such file: {source}")
     else:
         dataset = load_dataset(source, split=split)
     return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
 
 
+def _names_a_file(source: str) -> bool:
+    """Whether `source` can only be a local path: a file suffix, or a path form no Hub id (`namespace/name`) has."""
+    return Path(source).suffix.lower() in _FILE_SUFFIXES or source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+
+
 def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "endpoint": args.endpoint,
-        "max_rounds": args.max_rounds,
-        "judge_mode": args.judge_mode,
-        "temperature": args.temperature,
-        "max_new_tokens": args.max_new_tokens,
-        "seed": args.seed,
-        "context_turns": args.context_turns,
-        "api": args.api,
-        "model": args.model,
-        "structured_judge": not args.no_structured_judge,
-        "format": args.format,
-        "on_error": args.on_error,
-        "max_concurrency": args.max_concurrency,
-        "timeout": args.timeout,
-        "max_retries": args.max_retries,
-        "retry_backoff": args.retry_backoff,
-        "request_cache": not args.no_request_cache,
-        "cache_dir": args.cache_dir,
-        "token": args.token or os.environ.get("COEVOL_TOKEN"),
-    }
-    if args.chat_template:
-        options["chat_template"] = Path(args.chat_template).read_text(encoding="utf-8")
-    if args.prompts:
-        options["prompts"] = json.loads(Path(args.prompts).read_text(encoding="utf-8"))
-    if args.column:
-        options["columns"] = dict(_key_value(item) for item in args.column)
+    """The `CoEvol` keywords the command line sets (the others keep their defaults)."""
+    if args.local and args.endpoint:
+        raise ValueError("--local starts its own server: drop --endpoint, or --local.")
+    if args.retry_errors and not args.request_cache:
+        raise ValueError("--retry-errors relies on the request cache to answer the rows that succeeded: drop --no-request-cache.")
+    options = options_from_arguments(args, CoEvolOptions)
+    token = args.token or os.environ.get("COEVOL_TOKEN")
+    if token:
+        options["token"] = token
     return options
-
-
-def _key_value(item: str) -> tuple[str, str]:
-    key, sep, value = item.partition("=")
-    if not sep:
-        raise ValueError(f"--column takes ROLE=NAME (for example instruction=prompt), not {item!r}")
-    return key, value
 
 
 # -- demo -------------------------------------------------------------------------------------
@@ -222,15 +365,18 @@ def _key_value(item: str) -> tuple[str, str]:
 def _demo(args: argparse.Namespace) -> int:
     from .local import LocalServer
 
+    folder = OutputFolder(Path(args.output))
+    folder.check(overwrite=args.overwrite)
     with resources.as_file(resources.files("coevol_hf.demo_data").joinpath(DEMO_SAMPLE)) as sample:
         argv = ["refine", str(sample), "--output", args.output, "--max-rounds", "2", "--max-new-tokens", "160", "--jsonl", "--license", "apache-2.0"]
         refine_args = _parser().parse_args(argv)
         refine_args.argv = argv
+        dataset = _load(str(sample), "train", None)
         print(f"Starting the local model (SmolLM2-135M-Instruct on llama.cpp) and refining {DEMO_SAMPLE} ...", flush=True)
         with LocalServer() as server:
             refine_args.endpoint = server.url
-            _run_refine(refine_args, _options(refine_args))
-    card = (Path(args.output) / "README.md").read_text(encoding="utf-8")
+            _run_refine(refine_args, dataset, _options(refine_args), folder)
+    card = (folder.path / CARD_FILE).read_text(encoding="utf-8")
     example = card.split("## Example", 1)[1].split("## Reproduce", 1)[0].strip()
     print("\nOne example, before and after:\n\n" + example)
     return 0
@@ -240,58 +386,41 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coevol-hf", description="Refine instruction-tuning data with CoEvol.")
+    # allow_abbrev=False everywhere: `--tok` must not be taken for `--token` (and then be recorded).
+    parser = argparse.ArgumentParser(prog="coevol-hf", description="Refine instruction-tuning data with CoEvol.", allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"coevol-hf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="serve the local model (llama.cpp + SmolLM2-135M-Instruct)")
+    serve = commands.add_parser("serve", help="serve the local model (llama.cpp + SmolLM2-135M-Instruct)", allow_abbrev=False)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--parallel", type=int, default=4, help="requests served at once")
     serve.add_argument("--allow-remote", action="store_true", help="allow binding a non-loopback address")
     serve.set_defaults(run=_serve)
 
-    refine = commands.add_parser("refine", help="refine a dataset file or Hub dataset")
+    refine = commands.add_parser("refine", help="refine a dataset file or Hub dataset", allow_abbrev=False)
     refine.add_argument("input", help="a .json/.jsonl/.parquet/.csv file, or a Hub dataset id")
-    refine.add_argument("--output", "-o", required=True, help="directory for data.parquet and README.md")
-    target = refine.add_mutually_exclusive_group()
-    target.add_argument("--endpoint", help="TGI or Messages API server URL, comma-separated for replicas (default: $COEVOL_ENDPOINT)")
-    target.add_argument("--local", action="store_true", help="start and use the local model")
+    refine.add_argument("--output", "-o", required=True, help="folder for data.parquet, coevol_config.json and README.md")
+    refine.add_argument("--local", action="store_true", help="start and use the local model")
+    # The command line's own defaults: both are read from the environment, the token only here.
+    refine.add_argument("--endpoint", help="TGI or Messages API server URL, comma-separated for replicas (default: $COEVOL_ENDPOINT)")
+    refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
+    add_arguments(refine, CoEvolOptions, skip=("endpoint", "token"))
     refine.add_argument("--split", default="train")
     refine.add_argument("--limit", type=int, help="refine only the first N rows")
     refine.add_argument("--jsonl", action="store_true", help="also write data.jsonl")
     refine.add_argument("--license", help="licence id for the card (default: the source dataset's, when known)")
     refine.add_argument("--batch-size", type=int, default=1000)
     refine.add_argument("--num-proc", type=int)
-    refine.add_argument("--max-rounds", type=int, default=3)
-    refine.add_argument("--judge-mode", choices=["compare", "score"], default="compare")
-    refine.add_argument("--temperature", type=float, default=0.0)
-    refine.add_argument("--max-new-tokens", type=int, default=1000)
-    refine.add_argument("--seed", type=int, default=0)
-    refine.add_argument("--context-turns", type=int, default=3)
-    refine.add_argument("--api", choices=["chat", "generate"], default="chat")
-    refine.add_argument("--chat-template", help="file with the Jinja chat template (with --api generate)")
-    refine.add_argument("--model", help="the model the endpoint must serve")
-    refine.add_argument("--no-structured-judge", action="store_true", help="free-text judge verdicts only")
-    refine.add_argument("--prompts", help="JSON file of prompt template overrides")
-    refine.add_argument("--format", choices=["auto", "alpaca", "sharegpt", "messages"])
-    refine.add_argument("--column", action="append", help="ROLE=NAME column mapping, repeatable")
-    refine.add_argument("--on-error", choices=["record", "raise"], default="record", help="a failed row: write coevol_error, or stop")
-    refine.add_argument("--max-concurrency", type=int, default=64, help="calls in flight per endpoint at most")
-    refine.add_argument("--timeout", type=float, default=600.0, help="seconds per call")
-    refine.add_argument("--max-retries", type=int, default=6)
-    refine.add_argument("--retry-backoff", type=float, default=1.0, help="first wait before a retry, in seconds")
-    refine.add_argument("--no-request-cache", action="store_true", help="do not keep or reuse answered calls")
-    refine.add_argument("--cache-dir", help="where the request cache lives (default: $HF_HOME/coevol-hf)")
-    refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
+    refine.add_argument("--retry-errors", action="store_true", help="refine again the rows recorded with coevol_error; the request cache answers the others")
     refine.set_defaults(run=_refine)
 
-    push = commands.add_parser("push", help="push a directory written by `refine` to the Hub, with its card")
+    push = commands.add_parser("push", help="push a directory written by `refine` to the Hub, with its card", allow_abbrev=False)
     push.add_argument("directory")
     push.add_argument("repo_id", help="namespace/name of the dataset repo (created if needed)")
     push.add_argument("--private", action="store_true")
     push.add_argument("--token", help="Hub token with write access (default: the saved one)")
-    card = commands.add_parser("card", help="render the dataset card of a directory written by `refine`")
+    card = commands.add_parser("card", help="render the dataset card of a directory written by `refine`", allow_abbrev=False)
     card.add_argument("directory")
     for command in (push, card):
         command.add_argument("--license", help="licence id for the card (default: the source dataset's, when known)")
@@ -299,10 +428,12 @@ def _parser() -> argparse.ArgumentParser:
     push.set_defaults(run=_push)
     card.set_defaults(run=_card)
 
-    demo = commands.add_parser("demo", help="refine a small real sample on the local model")
+    demo = commands.add_parser("demo", help="refine a small real sample on the local model", allow_abbrev=False)
     demo.add_argument("--output", "-o", default="coevol-demo")
     demo.set_defaults(run=_demo)
 
+    for command in (refine, card, demo):
+        command.add_argument("--overwrite", action="store_true", help="replace files in the output folder that coevol-hf did not write")
     for command in (serve, refine, push, card, demo):
         command.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
