@@ -191,7 +191,7 @@ class Batch:
     DataFrames for Ray, which replaces a batch by what it gets back, so those carry every column).
     """
 
-    def __init__(self, batch: Any, kind: str, columns: dict[str, list[Any]]) -> None:
+    def __init__(self, batch: Any, kind: str, columns: Mapping[str, Any]) -> None:
         self.batch, self.kind, self.columns = batch, kind, columns
 
     @classmethod
@@ -201,30 +201,27 @@ class Batch:
             "pass batched=True to map (ds.map(coevol_refine, batched=True)), or use Ray Data's map_batches."
         )
         if _is_dataframe(batch):
-            return cls(batch, "pandas", {str(name): _plain(batch[name].tolist()) for name in batch.columns})
+            return cls(batch, "pandas", {str(name): batch[name] for name in batch.columns})
         if not isinstance(batch, Mapping):
             raise ConfigError(f"{operator} takes a batch: a dict of columns or a pandas DataFrame, not {type(batch).__name__}.")
-        if type(batch).__name__ == "LazyRow":
-            raise not_batched
+        if type(batch).__name__ == "LazyBatch":  # datasets formats its columns only when read
+            return cls(batch, "arrow", batch)
         values = list(batch.values())
-        if not values or not all(_is_column(v) for v in values):
+        if type(batch).__name__ == "LazyRow" or not values or not all(_is_column(v) for v in values):
             raise not_batched
         numpy = any(type(v).__module__ == "numpy" for v in values)
-        kind = "numpy" if numpy else "arrow" if type(batch).__name__ == "LazyBatch" else "python"
-        return cls(batch, kind, {name: batch[name] for name in batch})
+        return cls(batch, "numpy" if numpy else "python", batch)
 
     @property
     def column_names(self) -> list[str]:
-        return list(self.columns)
-
-    @property
-    def size(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
+        return [str(name) for name in self.columns.keys()]
 
     def rows(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """The rows, with only the columns `names` that the batch has, as plain Python values."""
         present = [name for name in names if name in self.columns]
         columns = {name: _plain(list(self.columns[name])) for name in present}
-        return [{name: columns[name][i] for name in present} for i in range(self.size)]
+        size = len(next(iter(columns.values()))) if columns else 0
+        return [{name: columns[name][i] for name in present} for i in range(size)]
 
     def result(self, new: dict[str, list[Any]], types: Mapping[str, pa.DataType]) -> Any:
         if self.kind == "arrow":

@@ -68,13 +68,18 @@ def format_stats(stats: RunStats, *, calls: tuple[int, int, int] | None = None, 
         f"rows: {stats.rows}, improved: {stats.rows_improved}{share}",
         "accepted edits per turn: " + (", ".join(f"{k}: {v}" for k, v in stats.rounds_histogram.items()) or "none"),
         f"LLM calls: {stats.llm_calls}" + (_call_sources(*calls) if calls is not None else ""),
-        f"tokens: {stats.prompt_tokens} prompt, {stats.completion_tokens} completion",
+        f"tokens: {stats.prompt_tokens} prompt ({cached_share(stats)} from the server's prefix cache), {stats.completion_tokens} completion",
         f"judge orders agree: {stats.judges_agree} of {stats.judged_rounds} judged rounds",
         "errors: " + (", ".join(f"{k}: {v}" for k, v in stats.errors_by_kind.items()) or "none"),
     ]
     if seconds is not None:
         lines.append(f"wall time: {seconds:.1f} s")
     return "\n".join(lines)
+
+
+def cached_share(stats: RunStats) -> str:
+    """How much of the prompt the server did not have to read again, as a share."""
+    return f"{stats.cached_tokens / stats.prompt_tokens:.0%}" if stats.prompt_tokens else "none"
 
 
 def _call_sources(sent: int, hits: int, misses: int) -> str:
