@@ -1,6 +1,10 @@
 """Refine an Alpaca-style file (instruction / input / output) and save the result.
 
     COEVOL_ENDPOINT=http://gpu-box:8080 python examples/refine_alpaca.py alpaca.jsonl refined/
+
+On the sample shipped here, with the local model (`coevol-hf serve` in another shell):
+
+    python examples/refine_alpaca.py examples/data/self_instruct_sample.jsonl refined/
 """
 
 import sys

@@ -1,6 +1,10 @@
 """Refine every assistant turn of ShareGPT multi-turn conversations.
 
-    python examples/refine_sharegpt.py conversations.json refined.jsonl --endpoint http://127.0.0.1:8080
+    python examples/refine_sharegpt.py conversations.json refined.jsonl --endpoint http://gpu-box:8080
+
+On the three MT-Bench conversations shipped here, with the local model (`coevol-hf serve`):
+
+    python examples/refine_sharegpt.py examples/data/mt_bench_sample.json refined.jsonl
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Use a remote TGI endpoint that needs a token, such as an HF Inference Endpoint.
 
-    COEVOL_TOKEN=hf_... python examples/remote_tgi.py https://xyz.endpoints.huggingface.cloud data.jsonl out/
+    COEVOL_TOKEN=hf_... python examples/remote_tgi.py https://xyz.endpoints.huggingface.cloud examples/data/self_instruct_sample.jsonl out/
 
 The token is sent to that endpoint only. Options that change outputs (model, rounds, judge mode,
 sampling, prompts) name the cache; the endpoint and the token do not, so a re-run against another

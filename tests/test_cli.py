@@ -297,3 +297,24 @@ def test_local_and_endpoint_exclude_each_other(source: Path, tmp_path: Path, cap
 
 def test_readme_option_table_is_the_generated_one() -> None:
     assert markdown_table(CoEvolOptions) in README.read_text(encoding="utf-8")
+
+
+# -- the examples, on the samples shipped with them ----------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize(
+    "script, arguments, printed",
+    [
+        ("refine_alpaca.py", ["data/self_instruct_sample.jsonl", "{out}"], "6 of 6 responses improved; errors: 0"),
+        ("refine_sharegpt.py", ["data/mt_bench_sample.json", "{out}.jsonl", "--endpoint", "{url}"], "[2, 2] None"),
+        ("remote_tgi.py", ["{url}", "data/self_instruct_sample.jsonl", "{out}"], "served model: test-org/test-model@0123abcd"),
+    ],
+)
+def test_examples_run_on_their_samples(script: str, arguments: list[str], printed: str, server: TGIServer, tmp_path: Path) -> None:
+    argv = [a.format(out=tmp_path / "refined", url=server.url) for a in arguments]
+    env = {**os.environ, "COEVOL_ENDPOINT": server.url, "COEVOL_TOKEN": "example-token"}
+    result = subprocess.run([sys.executable, str(EXAMPLES / script), *argv], cwd=EXAMPLES, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert printed in result.stdout and server.calls
