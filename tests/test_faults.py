@@ -385,10 +385,13 @@ def test_endpoint_urls_must_not_carry_credentials() -> None:
         CoEvol(endpoint="https://user:hunter2@tgi.example.com")
 
 
-def test_hub_offline_mode_is_a_clear_error(server: TGIServer, tmp_path: Path) -> None:
+def test_hub_offline_mode_does_not_block_a_local_server(server: TGIServer, tmp_path: Path) -> None:
+    # HF_HUB_OFFLINE=1 keeps coevol-hf off Hugging Face's hosts (tests/test_client_session.py), not off this machine.
     data_file = tmp_path / "alpaca.jsonl"
     data_file.write_text(json.dumps(alpaca_rows(1)[0]) + "\n")
-    command = [sys.executable, str(RUNNER), str(data_file), str(tmp_path / "datasets-cache"), json.dumps({"endpoint": server.url})]
+    options = {"endpoint": server.url, "max_rounds": 1}
+    command = [sys.executable, str(RUNNER), str(data_file), str(tmp_path / "datasets-cache"), json.dumps(options)]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
-    assert result.returncode != 0 and "HF_HUB_OFFLINE=1 makes huggingface_hub" in result.stderr
-    assert server.calls == []
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])[0]["coevol_error"] is None
+    assert len(server.calls) == 8

@@ -1,6 +1,6 @@
-"""Talking to LLM servers: what an endpoint serves, and the calls themselves."""
+"""Talking to LLM servers: the client session, what an endpoint serves, what it may be sent."""
 
-from .server import ServerInfo, probe_server, request_headers
-from .tgi import EndpointClient
+from .server import ServerInfo, auth_headers
+from .session import ClientSession
 
-__all__ = ["EndpointClient", "ServerInfo", "probe_server", "request_headers"]
+__all__ = ["ClientSession", "ServerInfo", "auth_headers"]

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import logging
 import time
-from typing import Any, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
-from .server import ServerInfo
+if TYPE_CHECKING:  # server.py imports this module through http.py
+    from .server import ServerInfo, Target
 
 logger = logging.getLogger(__name__)
 
@@ -26,10 +28,23 @@ _FAILURES_BEFORE_CHECK = 3
 _PROBE_INTERVAL = (1.0, 30.0)  # first and longest wait between probes of a down endpoint
 
 
+class Outcome(enum.Enum):
+    """How an endpoint did on one call: what the pool learns from it."""
+
+    OK = "ok"  # it answered sanely (a final 4xx is the request's fault, not the endpoint's)
+    OVERLOADED = "overloaded"  # 429: fewer calls at a time
+    ERROR = "error"  # 5xx, unreadable answer: several in a row trigger a health check
+    LOST = "lost"  # timeout, broken connection: counted as ERROR
+    REFUSED = "refused"  # no connection at all: taken out at once
+    CANCELLED = "cancelled"  # our side gave up: says nothing about the endpoint
+
+
 class Endpoint:
-    def __init__(self, url: str, headers: dict[str, str], server: ServerInfo | None, max_concurrency: int) -> None:
-        self.url = url
-        self.headers = headers
+    """One replica: its URL, the headers it gets, what it serves and how busy it is."""
+
+    def __init__(self, target: Target, server: ServerInfo | None, max_concurrency: int) -> None:
+        self.target = target
+        self.url = target.url
         self.max_concurrency = max_concurrency
         self.server = server
         self.in_flight = 0
@@ -51,7 +66,7 @@ class Endpoint:
 class EndpointPool:
     """Hands out endpoints for calls; `probe` re-checks a down one (returns its ServerInfo or raises)."""
 
-    def __init__(self, endpoints: list[Endpoint], probe: Callable[[Endpoint], ServerInfo]) -> None:
+    def __init__(self, endpoints: list[Endpoint], probe: Callable[[Endpoint], Awaitable[ServerInfo]]) -> None:
         self.endpoints = endpoints
         self._probe = probe
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -85,23 +100,22 @@ class EndpointPool:
                     self._wake(1)  # pass on the room we were given
                 raise
 
-    def release(self, endpoint: Endpoint, outcome: str, sent_at: float) -> None:
-        """`outcome`: "ok", "overloaded" (429), "error" (5xx, unreadable answer), "lost" (timeout,
-        broken connection), "refused" or "cancelled". `sent_at` (time.monotonic()) tells 429s to
+    def release(self, endpoint: Endpoint, outcome: Outcome, sent_at: float) -> None:
+        """Give back the endpoint of a finished call. `sent_at` (time.monotonic()) tells 429s to
         calls sent before the last cut, which that cut already answered, from new ones."""
         endpoint.in_flight -= 1
         before = int(endpoint.limit)
-        if outcome == "ok":
+        if outcome is Outcome.OK:
             endpoint.failures = 0
             endpoint.limit = min(float(endpoint.ceiling), endpoint.limit + 1 / endpoint.limit)
-        elif outcome == "cancelled":
+        elif outcome is Outcome.CANCELLED:
             pass
-        elif outcome == "overloaded":
+        elif outcome is Outcome.OVERLOADED:
             if sent_at > endpoint.last_cut:
                 endpoint.limit = max(1.0, endpoint.limit / 2)
                 endpoint.last_cut = time.monotonic()
                 logger.info("%s is overloaded (429): %d calls in flight at most for now", endpoint.url, int(endpoint.limit))
-        elif outcome == "refused":
+        elif outcome is Outcome.REFUSED:
             self._take_out(endpoint)
         else:
             endpoint.failures += 1
@@ -109,6 +123,11 @@ class EndpointPool:
                 self._checking.add(endpoint.url)
                 self._spawn(self._check(endpoint))
         self._wake(1 + max(0, int(endpoint.limit) - before))
+
+    def close(self) -> None:
+        """Stop checking down endpoints: the session is closing, or was probed again."""
+        for task in list(self._tasks):
+            task.cancel()
 
     def _wake(self, count: int) -> None:
         while count > 0 and self._waiters:
@@ -130,7 +149,7 @@ class EndpointPool:
 
     async def _check(self, endpoint: Endpoint) -> None:
         try:
-            endpoint.server = await asyncio.to_thread(self._probe, endpoint)
+            endpoint.server = await self._probe(endpoint)
             endpoint.failures = 0
         except Exception as err:
             logger.warning("%s failed its check after failed calls: %s", endpoint.url, err)
@@ -155,7 +174,7 @@ class EndpointPool:
             while True:
                 await asyncio.sleep(wait)
                 try:
-                    endpoint.server = await asyncio.to_thread(self._probe, endpoint)
+                    endpoint.server = await self._probe(endpoint)
                 except Exception as err:  # still down, or now serving something else
                     logger.info("%s is still out of the rotation: %s", endpoint.url, err)
                     wait = min(longest, wait * 2)

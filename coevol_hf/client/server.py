@@ -1,31 +1,42 @@
-"""Finding out what is behind an endpoint: TGI (`/info`) or another Messages API server (`/v1/models`).
+"""What is behind an endpoint, and what may be sent to it.
 
-The answer decides the request shape (TGI takes `model: "tgi"` and its own structured-output
-form) and names the served model, which is part of the fingerprint and of every row's output.
+TGI answers `GET /info` (model id and revision, limits); other Messages API servers (vLLM,
+SGLang, llama.cpp, Ollama, LiteLLM) answer `GET /v1/models`. The answer decides the request shape
+(TGI takes `model: "tgi"` and its own structured-output form) and names the served model, which
+is part of the fingerprint, of every request cache key and of every row's output.
+
+Tokens: a token the user passes goes to the endpoints given with it, but never in clear text
+over the network. The user's saved Hugging Face token goes only to Hugging Face's own API hosts
+(`huggingface.co` and its subdomains) over https: a Space (`*.hf.space`) runs its owner's code,
+and an Inference Endpoint (`*.endpoints.huggingface.cloud`) is someone's server.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
-from urllib.parse import urlparse
+import json
+import logging
+import os
+from typing import Any, Literal, Mapping
+from urllib.parse import urlsplit
 
-import httpx2
-from huggingface_hub import get_token
-from huggingface_hub.errors import OfflineModeIsEnabled
-from huggingface_hub.utils import get_session
+from ..errors import ConfigError, EndpointError
+from ..options import Sampling
+from .http import Failure, Http, deadline, is_loopback, proxy_for
 
-from ..errors import EndpointError
+logger = logging.getLogger(__name__)
 
 ServerKind = Literal["tgi", "openai"]
-
-# Hosts where the user's Hugging Face token is the expected credential.
-_HF_HOST_SUFFIXES = (".huggingface.co", ".hf.space", ".huggingface.cloud")
-_PROBE_TIMEOUT = 10.0
+PROBE_TIMEOUT = 10.0
+_PROBE_DEADLINE = deadline(PROBE_TIMEOUT)
+_PROBE_CAP = 4 << 20  # a /v1/models listing of a large router fits many times over
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
 
 
 @dataclasses.dataclass(frozen=True)
 class ServerInfo:
+    """What one endpoint serves. `model_sha` is TGI's revision, else the user's `model_revision`."""
+
     kind: ServerKind
     model_id: str
     model_sha: str | None = None
@@ -36,7 +47,7 @@ class ServerInfo:
 
     @property
     def identity(self) -> str:
-        """`model_id@revision` when the server says its revision, else the model id."""
+        """`model_id@revision` when a revision is known, else the model id."""
         return f"{self.model_id}@{self.model_sha}" if self.model_sha else self.model_id
 
     @property
@@ -45,79 +56,158 @@ class ServerInfo:
         return "tgi" if self.kind == "tgi" else self.model_id
 
 
-def request_headers(endpoint: str, token: str | None) -> dict[str, str]:
-    """Headers that send a token only where it belongs.
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where one endpoint's requests go, with the headers it may get (never pickled: a token)."""
 
-    The locally saved `HF_TOKEN` goes only to Hugging Face hosts (huggingface_hub's inference
-    client would send it to any URL); any other server gets the token the user passed, or none.
+    url: str
+    headers: Mapping[str, str] = dataclasses.field(repr=False)
+    proxy: str | None = None
+
+    @classmethod
+    def of(cls, url: str, token: str | None) -> "Target":
+        return cls(url, auth_headers(url, token), proxy_for(url))
+
+
+def auth_headers(endpoint: str, token: str | None) -> dict[str, str]:
+    """The `authorization` header this endpoint may get, by the rules in the module docstring.
+
+    Raises `ConfigError` for a token that would cross the network in clear text.
     """
-    if token is None and _is_hf_host(endpoint):
-        token = get_token()
-    return {"authorization": f"Bearer {token}"} if token else {}
+    parts = urlsplit(endpoint)
+    if token is not None:
+        if parts.scheme != "https" and not is_loopback(endpoint):
+            raise ConfigError(
+                f"token= would travel in clear text to {endpoint}: use an https:// address, or a loopback "
+                "one (127.0.0.1) for a server on this machine."
+            )
+        return {"authorization": f"Bearer {token}"}
+    if parts.scheme == "https" and is_hf_api_host(endpoint):
+        from huggingface_hub import get_token
+
+        saved = get_token()
+        if saved:
+            return {"authorization": f"Bearer {saved}"}
+    return {}
 
 
-def probe_server(endpoint: str, token: str | None, timeout: float = _PROBE_TIMEOUT) -> ServerInfo:
-    """Ask the endpoint what it serves; raise `EndpointError` with a way out if nothing answers."""
-    headers = request_headers(endpoint, token)
-    info = _get_json(endpoint, "/info", headers, timeout)
+def is_hf_api_host(endpoint: str) -> bool:
+    """Hugging Face's own hosts (`router.huggingface.co`, `api-inference.huggingface.co`)."""
+    host = (urlsplit(endpoint).hostname or "").lower()
+    return host == "huggingface.co" or host.endswith(".huggingface.co")
+
+
+async def probe(http: Http, target: Target, sampling: Sampling) -> ServerInfo:
+    """What the endpoint serves, with `sampling.model` / `model_revision` applied.
+
+    Raises `EndpointError` if nothing usable answers, `ConfigError` if it does not serve the
+    model asked for.
+    """
+    url = target.url
+    if is_hf_api_host(url) and os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
+        raise EndpointError(f"HF_HUB_OFFLINE=1 forbids contacting Hugging Face, and {url} is one of its hosts. Unset it for this run.")
+    info = await _get_json(http, target, "/info")
     if isinstance(info, dict) and isinstance(info.get("model_id"), str):
-        return ServerInfo(
+        server = ServerInfo(
             kind="tgi",
             model_id=info["model_id"],
-            model_sha=info.get("model_sha"),
-            version=info.get("version"),
-            max_concurrent_requests=info.get("max_concurrent_requests"),
-            max_input_tokens=info.get("max_input_tokens"),
-            max_total_tokens=info.get("max_total_tokens"),
+            model_sha=info.get("model_sha") if isinstance(info.get("model_sha"), str) and info.get("model_sha") else None,
+            version=info.get("version") if isinstance(info.get("version"), str) else None,
+            max_concurrent_requests=_limit(info, "max_concurrent_requests", url),
+            max_input_tokens=_limit(info, "max_input_tokens", url),
+            max_total_tokens=_limit(info, "max_total_tokens", url),
         )
-    models = _get_json(endpoint, "/v1/models", headers, timeout)
-    data = models.get("data") if isinstance(models, dict) else None
-    if isinstance(data, list) and data and isinstance(data[0], dict) and isinstance(data[0].get("id"), str):
-        return ServerInfo(kind="openai", model_id=data[0]["id"])
-    raise EndpointError(
-        f"{endpoint} does not look like an LLM server: neither GET /info (TGI) nor GET /v1/models "
-        "(Messages API servers such as vLLM or llama.cpp) named a model. Check the URL."
-    )
+        return _pin_tgi(server, sampling, url)
+    listing = await _get_json(http, target, "/v1/models")
+    data = listing.get("data") if isinstance(listing, dict) else None
+    ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]] if isinstance(data, list) else []
+    if not ids:
+        raise EndpointError(
+            f"{url} does not look like an LLM server: neither GET /info (TGI) nor GET /v1/models "
+            "(Messages API servers such as vLLM or llama.cpp) named a model. Check the URL."
+        )
+    if sampling.model is not None:
+        if sampling.model not in ids:
+            raise ConfigError(f"model={sampling.model!r} was asked for, but {url} serves {_listing(ids)}. Point endpoint= at the right server or change model=.")
+        model_id = sampling.model
+    elif len(ids) > 1:
+        raise ConfigError(f"{url} serves several models ({_listing(ids)}): pass model= to say which one answers.")
+    else:
+        model_id = ids[0]
+    # OpenAI-style servers report no revision: the identity is the id, plus the user's model_revision.
+    return ServerInfo(kind="openai", model_id=model_id, model_sha=sampling.model_revision)
 
 
-def check_health(endpoint: str, token: str | None, timeout: float = _PROBE_TIMEOUT) -> None:
+async def check_health(http: Http, target: Target) -> None:
     """Raise `EndpointError` unless GET /health says the server can generate.
 
     TGI answers 200 only after a one-token generation succeeds, else 503; vLLM and llama.cpp
     have the route too. A server without it (404) is judged by its other answers.
     """
-    response = _get(endpoint, "/health", request_headers(endpoint, token), timeout)
-    if response.status_code not in (200, 404):
-        raise EndpointError(f"{endpoint}/health answered {response.status_code}")
+    response = await _get(http, target, "/health")
+    if response.status not in (200, 404):
+        raise EndpointError(f"{target.url}/health answered {response.status}")
 
 
-def _get(endpoint: str, route: str, headers: dict[str, str], timeout: float) -> httpx2.Response:
+def _pin_tgi(server: ServerInfo, sampling: Sampling, url: str) -> ServerInfo:
+    revision = sampling.model_revision
+    if revision is not None:
+        if server.model_sha is None:
+            server = dataclasses.replace(server, model_sha=revision)
+        elif not server.model_sha.startswith(revision):
+            raise ConfigError(f"model_revision={revision!r} was asked for, but {url} serves {server.identity!r}.")
+    if sampling.model is not None and sampling.model not in (server.model_id, server.identity):
+        raise ConfigError(f"model={sampling.model!r} was asked for, but {url} serves {server.identity!r}. Point endpoint= at the right server or change model=.")
+    return server
+
+
+async def _get(http: Http, target: Target, route: str) -> Any:
     try:
-        return get_session().get(endpoint + route, headers=headers, timeout=timeout)
-    except OfflineModeIsEnabled:
-        raise EndpointError(
-            "HF_HUB_OFFLINE=1 makes huggingface_hub, whose HTTP client coevol-hf uses, refuse every URL, "
-            f"{endpoint} included. Unset it for this run (HF_DATASETS_OFFLINE=1 keeps datasets offline)."
-        ) from None
-    except httpx2.TransportError as err:
-        raise EndpointError(
-            f"Cannot reach {endpoint} ({type(err).__name__}). Start the server, or point "
-            "COEVOL_ENDPOINT / endpoint= at a running one."
-        ) from None
+        return await http.request("GET", target.url + route, target.headers, cap=_PROBE_CAP, proxy=target.proxy, timeout=_PROBE_DEADLINE)
+    except Failure as failure:
+        if failure.kind == "tls":
+            message = f"{target.url}: {failure.args[0]}. Check the scheme (https:// to a plain http server?) and the certificate (SSL_CERT_FILE adds a private CA)."
+        elif failure.kind == "timeout":
+            message = f"{target.url}{route} gave {failure.args[0]}."
+        else:
+            message = f"Cannot reach {target.url}: {failure.args[0]}. Start the server, or point COEVOL_ENDPOINT / endpoint= at a running one."
+        raise EndpointError(message) from failure
 
 
-def _get_json(endpoint: str, route: str, headers: dict[str, str], timeout: float) -> Any:
-    response = _get(endpoint, route, headers, timeout)
-    if response.status_code == 401:
-        raise EndpointError(f"{endpoint}{route} answered 401 Unauthorized: pass token= for this endpoint.")
-    if response.status_code != 200:
+async def _get_json(http: Http, target: Target, route: str) -> Any:
+    response = await _get(http, target, route)
+    status = response.status
+    if 300 <= status < 400:
+        raise EndpointError(
+            f"{target.url}{route} redirects ({status}) to {response.headers.get('location', 'nowhere')!r}: point endpoint= at the "
+            "final address (coevol-hf follows no redirect: it would turn calls into GETs and could carry the token elsewhere)."
+        )
+    if status in (401, 403):
+        advice = (
+            "the token sent was refused"
+            if target.headers
+            else "pass token= for this endpoint (no token was sent: the saved Hugging Face token goes only to Hugging Face's API hosts)"
+        )
+        raise EndpointError(f"{target.url}{route} answered {status}: {advice}.")
+    if status != 200:
         return None
     try:
-        return response.json()
+        return json.loads(response.body)
     except ValueError:
         return None
 
 
-def _is_hf_host(endpoint: str) -> bool:
-    host = (urlparse(endpoint).hostname or "").lower()
-    return host == "huggingface.co" or host.endswith(_HF_HOST_SUFFIXES)
+def _limit(info: dict[str, Any], name: str, url: str) -> int | None:
+    """A positive integer limit from /info; anything else is ignored (0 or "many" would hang the pool)."""
+    value = info.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    logger.warning("%s/info gives %s=%r, not a positive integer: ignored.", url, name, value)
+    return None
+
+
+def _listing(ids: list[str]) -> str:
+    shown = ", ".join(repr(i) for i in ids[:10])
+    return f"{shown} and {len(ids) - 10} more" if len(ids) > 10 else shown
