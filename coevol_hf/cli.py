@@ -132,7 +132,7 @@ def _write(refined: Any, transform: Any, args: argparse.Namespace, folder: Outpu
 
 
 def _cache_files_state(dataset: Any) -> dict[str, tuple[int, int]]:
-    """Every cache file beside the dataset's own, with its change time and size, before `map`."""
+    """Every cache file beside the dataset's own, with its modification time and size: `map` rewrites what it computes."""
     folders = {Path(entry["filename"]).parent for entry in dataset.cache_files}
     return {str(path): _file_state(path) for folder in folders for path in folder.glob("*.arrow")}
 
@@ -173,7 +173,8 @@ class OutputFolder:
         theirs = [name for name in self._present() if not self.wrote(name) and (not names or name in names)]
         if theirs and not overwrite:
             listed = ", ".join(theirs[:5]) + (f" and {len(theirs) - 5} more" if len(theirs) > 5 else "")
-            raise ValueError(f"{self.path} holds files coevol-hf did not write ({listed}): give a new or empty folder, or pass --overwrite.")
+            advice = "pass --overwrite to replace them" if names else "give a new or empty folder, or pass --overwrite"
+            raise ValueError(f"{self.path} holds files coevol-hf did not write ({listed}): {advice}.")
 
     def wrote(self, name: str) -> bool:
         """Whether `name` is a file coevol-hf wrote here and nobody changed since."""

@@ -134,7 +134,7 @@ def test_a_folder_coevol_hf_wrote_is_rewritten_and_earlier_files_go(server: TGIS
     assert refine(source, output, server) == 1
     assert "holds files coevol-hf did not write (README.md)" in last_error(capsys)
     assert main(["card", str(output)]) == 1
-    assert last_error(capsys) == f"coevol-hf card: {output} holds files coevol-hf did not write (README.md): give a new or empty folder, or pass --overwrite."
+    assert last_error(capsys) == f"coevol-hf card: {output} holds files coevol-hf did not write (README.md): pass --overwrite to replace them."
     assert main(["card", str(output), "--overwrite"]) == 0 and "My note." not in (output / "README.md").read_text()
     assert refine(source, output, server) == 0  # the card command recorded the card it wrote
 
