@@ -1,64 +1,75 @@
 """Publishing refined data: `datasets` pushes the data, then the card and the run configuration.
 
-`datasets` writes a README with `dataset_info` and `configs` (and keeps the metadata a card on
-the repo already had); our card is built on top of that README, never in its place, and is
-committed together with `coevol_config.json` on top of the data commit.
+Everything published is read from the data (each row's trace carries its run), so data refined in
+one process can be filtered and pushed from another. `datasets` writes a README with
+`dataset_info` and `configs` and keeps the text of a card already on the repo; our card is built
+on that README (only the part between the coevol-hf markers is ours) and committed with
+`coevol_config.json` on top of the data commit, unless both are already there as they would be
+written: pushing the same data twice makes no commit. No token value, local path or private
+endpoint is published.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import httpx2
 from datasets import Dataset, DatasetDict
-from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, get_token
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from .card import CONFIG_FILE, build_card, split_stats
+from .card import CONFIG_FILE, Refiner, build_card, is_hub_id, read_runs, run_configuration, split_stats
 from .errors import PublishError
+
+logger = logging.getLogger(__name__)
+README = "README.md"
 
 
 def push_to_hub(
     dataset: Dataset | DatasetDict,
     repo_id: str,
     *,
-    refiner: Any,
+    refiner: Refiner | Mapping[str, Any] | None = None,
     private: bool | None = None,
     token: str | None = None,
     license: str | None = None,
     source: str | None = None,
     pretty_name: str | None = None,
+    replace_card: bool = False,
     commit_message: str = "Upload CoEvol-refined dataset",
 ) -> str:
     """Push refined data, its card and its run configuration; return the URL of the repo.
 
-    `refiner` is the `CoEvol` that made the data, or the run configuration it wrote
-    (`coevol_config.json`, as written by `coevol-hf refine`). `source` is the dataset that was
-    refined: a Hub id links it and lends its licence and language to the card.
+    The card and `coevol_config.json` describe the run(s) recorded in the data's traces.
+    `refiner` is optional: the `CoEvol` that made the data, or the run configuration it wrote
+    (`coevol_config.json`); one that did not make this data is refused before anything is
+    uploaded. `source` is the dataset that was refined: a Hub id links it and lends its licence
+    and language to the card; a local file is named by its file name only. Text the repo's card
+    has outside the coevol-hf markers is kept, unless `replace_card`.
     """
     splits = dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
-    run = refiner if isinstance(refiner, Mapping) else refiner.run_config()
+    runs = read_runs(splits, refiner)
+    stats = split_stats(splits)
+    secrets = _secrets(token)
     api = HfApi(token=token)
     inherited = source_card(source, token) if source else None
-    stats = split_stats(splits)
-    build_card(splits, run, source=source, source_card=inherited, license=license, pretty_name=pretty_name, stats=stats)  # fail before uploading
-    try:
-        dataset.push_to_hub(repo_id, private=private, token=token, commit_message=commit_message)
-        head = api.repo_info(repo_id, repo_type="dataset").sha
-        written = DatasetCard.load(repo_id, repo_type="dataset", token=token)  # with dataset_info and configs
-        card = build_card(splits, run, existing=written.data, source=source, source_card=inherited, license=license, pretty_name=pretty_name, stats=stats)
-        api.create_commit(
-            repo_id,
-            repo_type="dataset",
-            operations=[
-                CommitOperationAdd("README.md", str(card).encode()),
-                CommitOperationAdd(CONFIG_FILE, json.dumps(run, indent=2, ensure_ascii=False).encode()),
-            ],
-            commit_message="Add the CoEvol dataset card and run configuration",
-            parent_commit=head,
+
+    def render(existing: bytes | None) -> dict[str, bytes]:
+        """README.md and coevol_config.json as they are to be published."""
+        card = build_card(
+            splits, runs=runs, existing=DatasetCard(existing.decode()) if existing is not None else None, replace_card=replace_card,
+            source=source, source_card=inherited, license=license, pretty_name=pretty_name, stats=stats,
         )
+        config = json.dumps(_redact(run_configuration(runs), secrets), indent=2, ensure_ascii=False)
+        return {README: _redact(str(card), secrets).encode(), CONFIG_FILE: config.encode()}
+
+    try:
+        render(_file_at(api, repo_id, README, None))  # fail before uploading
+        dataset.push_to_hub(repo_id, private=private, token=token, commit_message=commit_message)
     except HfHubHTTPError as err:
         raise _publish_error(repo_id, err) from None
     except (httpx2.TransportError, RuntimeError, OSError) as err:
@@ -66,17 +77,60 @@ def push_to_hub(
             f"The push to {repo_id} was interrupted ({_cause(err)}). Nothing local was changed; run the push "
             "again: files the Hub already has are not uploaded twice."
         ) from None
+    try:
+        head = api.repo_info(repo_id, repo_type="dataset").sha
+        wanted = render(_file_at(api, repo_id, README, head))  # the README datasets wrote: dataset_info, configs
+        changed = [CommitOperationAdd(path, content) for path, content in wanted.items() if _file_at(api, repo_id, path, head) != content]
+        if changed:
+            api.create_commit(
+                repo_id, repo_type="dataset", operations=changed, parent_commit=head,
+                commit_message="Add the CoEvol dataset card and run configuration",
+            )
+        else:
+            logger.info("%s already has this card and run configuration: no commit made", repo_id)
+    except (HfHubHTTPError, httpx2.TransportError, OSError) as err:
+        raise PublishError(
+            f"The data of {repo_id} was pushed, but its card and {CONFIG_FILE} were not ({_cause(err)}). To finish, push "
+            "again (`coevol-hf push` with the same arguments, or push_to_hub): the data already on the Hub is not "
+            "uploaded again."
+        ) from None
     return f"{api.endpoint}/datasets/{repo_id}"
 
 
 def source_card(source: str, token: str | None) -> Any:
     """The card data of a source dataset on the Hub, or None for a local file or no card."""
-    if Path(source).exists() or source.count("/") != 1 or source.startswith((".", "/")):
+    if not is_hub_id(source):
         return None
     try:
         return DatasetCard.load(source, repo_type="dataset", token=token).data
     except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, httpx2.TransportError, ValueError):
         return None
+
+
+def _file_at(api: HfApi, repo_id: str, path: str, revision: str | None) -> bytes | None:
+    """A file of the repo at `revision`, or None when the repo, the revision or the file does not exist."""
+    try:
+        return Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision=revision)).read_bytes()
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+        return None
+
+
+def _secrets(token: str | None) -> set[str]:
+    """Every token value this process can know: the argument's, the environment's, the saved one."""
+    return {secret for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("COEVOL_TOKEN"), get_token()) if secret}
+
+
+def _redact(value: Any, secrets: set[str]) -> Any:
+    """`value` with every secret's text replaced, in every string it holds."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, Mapping):
+        return {key: _redact(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact(item, secrets) for item in value]
+    return value
 
 
 def _publish_error(repo_id: str, err: HfHubHTTPError) -> PublishError:
@@ -90,6 +144,8 @@ def _publish_error(repo_id: str, err: HfHubHTTPError) -> PublishError:
 
 
 def _cause(err: BaseException) -> str:
+    if isinstance(err, HfHubHTTPError) and err.response is not None:
+        return f"the Hub answered {err.response.status_code}: {err.server_message or err.response.reason_phrase}"
     while err.__cause__ is not None:
         err = err.__cause__
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__

@@ -5,7 +5,10 @@ Routes: repo info (404 with `X-Error-Code: RepoNotFound`), create, preupload (th
 regular or LFS), LFS batch and PUT, NDJSON commit, tree, paths-info and resolve (with
 `X-Repo-Commit`, `ETag` and ranges). Every repo keeps its commits, so tests read exactly what
 was pushed. `token` makes every request without `Bearer <token>` fail with 401; `drop_after`
-cuts the connection of the n-th upload request, as a network failure mid-push does.
+cuts the connection of the n-th upload request, as a network failure mid-push does; `fail_commit`
+answers the n-th commit with a 500, as a Hub outage between two commits does. Like the Hub,
+preupload returns the `oid` of each file already at the revision (git SHA-1, or the LFS SHA-256),
+which huggingface_hub uses to leave unchanged files out of a commit (and to skip an empty one).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ class HubServer(ThreadedServer):
         self.lfs: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.drop_after: int | None = None
+        self.fail_commit: int | None = None
         self._uploads = 0
+        self._commits = 0
 
     def create(self, repo_id: str, files: dict[str, bytes]) -> None:
         """A repo that already exists, with these files."""
@@ -136,10 +141,16 @@ class HubServer(ThreadedServer):
     # -- uploads --------------------------------------------------------------------------------
 
     async def _preupload(self, request: web.Request) -> web.Response:
-        self._repo(request)
+        repo = self._repo(request)
+        _, existing = self._files_at(repo, request.match_info["rev"])
         files = (await request.json())["files"]
-        modes = [{"path": f["path"], "uploadMode": "lfs" if f["size"] >= _LFS_FROM or f["path"].endswith(".parquet") else "regular", "shouldIgnore": False} for f in files]
-        return web.json_response({"files": modes, "commitOid": self._repo(request).sha})
+        modes = []
+        for f in files:
+            mode: dict[str, Any] = {"path": f["path"], "uploadMode": "lfs" if f["size"] >= _LFS_FROM or f["path"].endswith(".parquet") else "regular", "shouldIgnore": False}
+            if f["path"] in existing:
+                mode["oid"] = _oid(f["path"], existing[f["path"]])
+            modes.append(mode)
+        return web.json_response({"files": modes, "commitOid": repo.sha})
 
     async def _lfs_batch(self, request: web.Request) -> web.Response:
         self._repo(request)
@@ -162,6 +173,9 @@ class HubServer(ThreadedServer):
 
     async def _commit(self, request: web.Request) -> web.Response:
         repo = self._repo(request)
+        self._commits += 1
+        if self._commits == self.fail_commit:
+            return _error(500, "Internal Error - We're working hard to fix this as soon as possible!", None)
         lines = [json.loads(line) for line in (await request.text()).splitlines() if line.strip()]
         header = next(line["value"] for line in lines if line["key"] == "header")
         if header.get("parentCommit") not in (None, repo.sha):
@@ -259,6 +273,13 @@ def _entry(path: str, content: bytes) -> dict[str, Any]:
     if _is_lfs(path, content):
         entry["lfs"] = {"oid": hashlib.sha256(content).hexdigest(), "size": len(content), "pointerSize": 134}
     return entry
+
+
+def _oid(path: str, content: bytes) -> str:
+    """What the Hub calls a file's oid in preupload: the LFS SHA-256, else the git blob SHA-1."""
+    if _is_lfs(path, content):
+        return hashlib.sha256(content).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
 
 
 def _is_lfs(path: str, content: bytes) -> bool:
