@@ -210,6 +210,40 @@ def test_run_completes_on_the_replica_left_when_one_dies(tmp_path: Path) -> None
     assert out.to_list() == clean_run(rows, tmp_path).to_list()
 
 
+def test_a_server_restarted_with_another_model_is_asked_again_in_the_same_session(server: TGIServer) -> None:
+    # A notebook: map, restart the server behind the same URL with another model, map again.
+    rows = alpaca_rows(2)
+    transform = CoEvol(endpoint=server.url, max_rounds=1)
+    first = Dataset.from_list(rows).map(transform, batched=True)
+    server.restart(model_id="other-org/other-model", model_sha="99ff")
+    server.reset()
+    second = Dataset.from_list(rows).map(transform, batched=True)
+    assert set(first["coevol_model"]) == {"test-org/test-model@0123abcd"}
+    assert set(second["coevol_model"]) == {"other-org/other-model@99ff"}
+    assert len(server.calls) == 2 * 8  # nothing reused from the other model's answers
+
+
+def test_unauthorized_calls_stop_the_run_with_one_error_and_keep_every_answer(tmp_path: Path) -> None:
+    rows = alpaca_rows(4)
+    answered, kept = itertools.count(1), set()
+
+    def expiring_token(call: Call):
+        if next(answered) > 12:
+            return Error(401, "Unauthorized", "unauthorized")
+        kept.add(call.key)
+        return default_script(call)
+
+    with TGIServer(expiring_token, delay=0.01) as server:
+        with pytest.raises(EndpointError, match=r"Stopping: the last 3 calls all failed with unauthorized: HTTP 401: Unauthorized\. Check token=.*request cache"):
+            refine(server.url, rows, max_concurrency=2)
+        server.script = default_script
+        server.reset()
+        out = refine(server.url, rows, max_concurrency=2)
+        asked_again = {c.key for c in server.calls}
+    assert len(kept) == 12 and not kept & asked_again and len(asked_again) == 4 * 8 - 12
+    assert out.to_list() == clean_run(rows, tmp_path).to_list()
+
+
 def test_replicas_must_serve_the_same_model() -> None:
     with TGIServer() as a, TGIServer(model_sha="fedcba98") as b:
         with pytest.raises(ConfigError, match="replicas of one model.*0123abcd.*fedcba98"):

@@ -2,9 +2,12 @@
 
 Replies come from a script: a function of the agent role (recognised from the system prompt)
 and the parsed request, so tests can steer each path of the algorithm (accept, reject, tie,
-unreadable verdicts, server errors, hangs) and then check what the server received. Like TGI
-with `--max-concurrent-requests`, it answers 429 beyond `slots` calls in flight; it can also
-`hold` every answer (to kill a client at a known point) and `die` (refuse connections).
+unreadable verdicts, server errors, hangs, answers cut at `max_new_tokens`, bodies trickled a
+byte at a time) and then check what the server received, headers included. Like TGI with
+`--max-concurrent-requests`, it answers 429 beyond `slots` calls in flight; it can also `hold`
+every answer (to kill a client at a known point), `die` (refuse connections), `restart` on the
+same port serving another model, list several models (`/v1/models` of vLLM with LoRA adapters)
+and `redirect` every route elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import ssl
 import threading
 import time
 from typing import Any, Callable
@@ -96,7 +100,25 @@ class Hang:
     seconds: float
 
 
-Script = Callable[[Call], "str | Error | Hang"]
+@dataclasses.dataclass
+class Answer:
+    """A reply text with what the server says about it: `finish_reason: "length"` when cut at
+    `max_new_tokens`, the prompt tokens its KV cache held (vLLM, llama.cpp)."""
+
+    text: str
+    finish_reason: str = "stop"
+    cached_tokens: int | None = None
+
+
+@dataclasses.dataclass
+class Trickle:
+    """Send a valid answer's status and headers at once, then its body a byte every `interval` seconds."""
+
+    text: str
+    interval: float
+
+
+Script = Callable[[Call], "str | Answer | Error | Hang | Trickle"]
 
 
 def default_script(call: Call) -> str | Error:
@@ -127,13 +149,19 @@ class TGIServer(ThreadedServer):
         kind: str = "tgi",
         delay: float = 0.0,
         slots: int | None = None,
-        max_concurrent_requests: int = 128,
+        max_concurrent_requests: Any = 128,
+        other_models: tuple[str, ...] = (),
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(ssl_context)
         self.script = script
         self.model_id = model_id
         self.model_sha = model_sha
         self.kind = kind
+        self.other_models = other_models  # listed by /v1/models after model_id
+        self.redirect: str | None = None  # when set, every route answers 301 to this URL
+        self.probes: list[tuple[str, dict[str, str]]] = []  # (path, headers) of GET /info and /v1/models
+        self.requests: list[str] = []  # "METHOD /path" of every request received, on any route
         self.delay = delay
         self.slots = slots
         self.max_concurrent_requests = max_concurrent_requests
@@ -149,7 +177,7 @@ class TGIServer(ThreadedServer):
         self._lock = threading.Lock()
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._redirecting])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/generate", self._generate)
         app.router.add_get("/info", self._info)
@@ -157,8 +185,8 @@ class TGIServer(ThreadedServer):
         app.router.add_get("/v1/models", self._models)
         return app
 
-    async def _start(self) -> None:
-        await super()._start()
+    async def _start(self, port: int = 0) -> None:
+        await super()._start(port)
         self._held = asyncio.Event()
         self._held.set()
 
@@ -176,6 +204,14 @@ class TGIServer(ThreadedServer):
         self.dead = True
         self.run(self._site.stop())
 
+    def restart(self, **changes: Any) -> None:
+        """Stop, change attributes (`model_id="other/model"`), and listen again on the same port."""
+        self.run(self._runner.cleanup())
+        for name, value in changes.items():
+            setattr(self, name, value)
+        self.dead = False
+        self.run(self._start(port=int(self.url.rsplit(":", 1)[1])))
+
     # -- what the tests read ----------------------------------------------------------------
 
     def roles(self) -> list[str]:
@@ -190,9 +226,17 @@ class TGIServer(ThreadedServer):
 
     # -- routes -----------------------------------------------------------------------------
 
+    @web.middleware
+    async def _redirecting(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        self.requests.append(f"{request.method} {request.path}")
+        if self.redirect is None:
+            return await handler(request)
+        raise web.HTTPMovedPermanently(self.redirect + request.path)
+
     async def _info(self, request: web.Request) -> web.Response:
         self._drop_if_dead(request)
         self.metadata_requests.append("/info")
+        self.probes.append(("/info", dict(request.headers)))
         if self.kind != "tgi":
             return web.json_response({"error": "Not Found", "error_type": "not_found"}, status=404)
         return web.json_response(
@@ -219,7 +263,9 @@ class TGIServer(ThreadedServer):
     async def _models(self, request: web.Request) -> web.Response:
         self._drop_if_dead(request)
         self.metadata_requests.append("/v1/models")
-        return web.json_response({"object": "list", "data": [{"id": self.model_id, "object": "model", "created": 0, "owned_by": self.kind}]})
+        self.probes.append(("/v1/models", dict(request.headers)))
+        ids = (self.model_id, *self.other_models)
+        return web.json_response({"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": self.kind} for i in ids]})
 
     async def _chat(self, request: web.Request) -> web.Response:
         call = await self._record(request)
@@ -241,17 +287,37 @@ class TGIServer(ThreadedServer):
             outcome = "answer after hanging"
         if isinstance(outcome, Error):
             return self._answer(call, _error_response(outcome))
-        return self._answer(call, web.json_response(
-            {
-                "object": "chat.completion",
-                "id": "",
-                "created": int(time.time()),
-                "model": self.model_id,
-                "system_fingerprint": "3.3.6-native",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": outcome}, "logprobs": None, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": len(json.dumps(call.messages)) // 4, "completion_tokens": len(outcome) // 4, "total_tokens": 0},
-            }
-        ))
+        answer = outcome if isinstance(outcome, (Answer, Trickle)) else Answer(outcome)
+        usage: dict[str, Any] = {"prompt_tokens": len(json.dumps(call.messages)) // 4, "completion_tokens": len(answer.text) // 4, "total_tokens": 0}
+        if isinstance(answer, Answer) and answer.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens}
+        # A vLLM-like server names the model asked for; TGI (asked for "tgi") its model_id.
+        model = call.body.get("model") if self.kind != "tgi" and call.body.get("model") in (self.model_id, *self.other_models) else self.model_id
+        body = {
+            "object": "chat.completion",
+            "id": "",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "3.3.6-native",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.text}, "logprobs": None, "finish_reason": getattr(answer, "finish_reason", "stop")}],
+            "usage": usage,
+        }
+        if isinstance(answer, Trickle):
+            return await self._trickle(request, call, json.dumps(body).encode(), answer.interval)
+        return self._answer(call, web.json_response(body))
+
+    async def _trickle(self, request: web.Request, call: Call, body: bytes, interval: float) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "application/json"})
+        response.content_length = len(body)
+        await response.prepare(request)
+        try:
+            for i in range(len(body)):
+                await response.write(body[i : i + 1])
+                await asyncio.sleep(interval)
+        except ConnectionError:  # the client gave up: what the test expects
+            return response
+        self._answer(call, response)
+        return response
 
     def _answer(self, call: Call, response: web.Response) -> web.Response:
         with self._lock:
@@ -270,8 +336,9 @@ class TGIServer(ThreadedServer):
         outcome = self.script(call)
         if isinstance(outcome, Error):
             return _error_response(outcome)
+        answer = outcome if isinstance(outcome, Answer) else Answer(outcome, "eos_token")
         return web.json_response(
-            {"generated_text": outcome, "details": {"finish_reason": "eos_token", "generated_tokens": len(outcome) // 4, "seed": None, "prefill": [], "tokens": []}}
+            {"generated_text": answer.text, "details": {"finish_reason": answer.finish_reason, "generated_tokens": len(answer.text) // 4, "seed": None, "prefill": [], "tokens": []}}
         )
 
     async def _record(self, request: web.Request) -> Call:

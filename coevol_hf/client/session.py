@@ -223,18 +223,19 @@ class ClientSession:
         """Stop the run if an answer comes from another model than the one probed.
 
         TGI names its `model_id` in every answer. Other servers may name an alias or a dated
-        version (OpenAI: "gpt-4o" answers as "gpt-4o-2024-08-06"): the first such name is
-        learned, and any other name after it stops the run.
+        version (OpenAI: "gpt-4o" answers as "gpt-4o-2024-08-06"), so the name of their first
+        answer after a probe is learned, and any other name after it stops the run.
         """
-        if answered is None or answered == server.model_id:
+        if answered is None:
             return
-        if server.kind == "openai" and self._answered_as in (None, answered):
-            self._answered_as = answered
-            return
-        raise EndpointError(
-            f"{url} now answers as {answered!r}, not {self._answered_as or server.model_id!r}: the server behind it changed. "
-            "Run again to probe it; answers already received stay cached under the model that gave them."
-        )
+        expected = server.model_id if server.kind == "tgi" else self._answered_as
+        if expected is None:
+            self._answered_as = expected = answered
+        if answered != expected:
+            raise EndpointError(
+                f"{url} now answers as {answered!r}, not {expected!r}: the server behind it changed. "
+                "Run again to probe it; answers already received stay cached under the model that gave them."
+            )
 
     def _count_final(self, failure: Failure, address: str) -> None:
         """Stop the run after a few identical credential, route or redirect failures in a row."""
