@@ -57,6 +57,12 @@ class HubServer(ThreadedServer):
         repo = self.repos[repo_id] = Repo(repo_id)
         repo.commits.append((_sha("initial", repo_id), dict(files)))
 
+    def edit(self, repo_id: str, files: dict[str, bytes]) -> None:
+        """A commit made outside the push under test (an edit on the website): `files` are replaced or added."""
+        repo = self.repos[repo_id]
+        changed = {**repo.files, **files}
+        repo.commits.append((_sha(repo.sha, "edit", sorted(files)), changed))
+
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=1 << 30)
         app.router.add_post("/api/repos/create", self._create)

@@ -20,6 +20,7 @@ from conftest import alpaca_rows
 from hub_server import HubServer
 from tgi_server import TGIServer
 
+from coevol_hf.card import MARK_END, MARK_START
 from coevol_hf.cli import main
 from coevol_hf.prompts import TEMPLATE_FIELDS
 
@@ -38,8 +39,8 @@ def refined_dir(tmp_path: Path) -> Path:
     return tmp_path / "out"
 
 
-def run(code: str, hub: HubServer) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+def run(code: str, hub: HubServer, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", **extra_env}
     env.pop("HF_DATASETS_OFFLINE", None)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
 
@@ -119,6 +120,7 @@ def test_existing_card_metadata_survives(refined_dir: Path) -> None:
     assert metadata["tags"][0] == "my-own-tag" and "coevol" in metadata["tags"]
     assert "dataset_info" in metadata and "configs" in metadata
     assert "# seed_tasks (CoEvol-refined)" in body
+    assert body.startswith(f"# An older card\n\n{MARK_START}\n") and body.rstrip().endswith(MARK_END)
 
 
 def test_source_dataset_lends_its_licence(tmp_path: Path) -> None:
@@ -213,3 +215,157 @@ def test_licence_given_to_refine_is_kept_by_push(tmp_path: Path) -> None:
         result = push(tmp_path / "out", "me/refined", hub)
         assert result.returncode == 0, result.stderr
         assert card_of(hub, "me/refined")[0]["license"] == "apache-2.0"
+
+
+# -- issue 13: the card is ours only between the markers; pushing is idempotent; the data carries its run --
+
+
+def python_push(code: str, hub: HubServer, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` (after `from coevol_hf import push_to_hub`) in a fresh process, with extra environment."""
+    return run(f"from datasets import Dataset\nfrom coevol_hf import push_to_hub\n{code}", hub, **env)
+
+
+def test_hand_written_text_stays_and_only_the_generated_part_is_replaced(refined_dir: Path) -> None:
+    data = refined_dir / "data.parquet"
+    with HubServer(token=TOKEN) as hub:
+        hub.create("me/refined", {"README.md": b"---\nlicense: apache-2.0\n---\n# My notes\n\nWritten by hand.\n"})
+        assert push(refined_dir, "me/refined", hub).returncode == 0
+        _, body = card_of(hub, "me/refined")
+        assert body.startswith(f"# My notes\n\nWritten by hand.\n\n{MARK_START}\n") and "| rows | 4 |" in body
+
+        # The owner edits the card on the Hub, before and after the generated part.
+        readme = hub.repos["me/refined"].files["README.md"].decode()
+        hub.edit("me/refined", {"README.md": readme.replace("Written by hand.", "Written by hand, edited.").encode() + b"\n## Licence notes\n\nMine.\n"})
+        code = f"push_to_hub(Dataset.from_parquet({str(data)!r}).select(range(3)), 'me/refined', token={TOKEN!r})"
+        result = python_push(code, hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/refined")
+        assert body.startswith(f"# My notes\n\nWritten by hand, edited.\n\n{MARK_START}\n")
+        assert body.endswith(f"{MARK_END}\n\n## Licence notes\n\nMine.\n")
+        assert body.count(MARK_START) == body.count(MARK_END) == 1 and body.count("## How it was made") == 1
+        assert "| rows | 3 |" in body and "| rows | 4 |" not in body and metadata["license"] == "apache-2.0"
+
+        # replace_card=True: the generated card only, the metadata kept.
+        result = python_push(code.replace("token=", "replace_card=True, token="), hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/refined")
+    assert body.startswith(f"\n{MARK_START}\n") and body.rstrip().endswith(MARK_END)
+    assert "by hand" not in body and "Licence notes" not in body and metadata["license"] == "apache-2.0"
+
+
+def test_broken_markers_are_refused_before_upload(refined_dir: Path) -> None:
+    with HubServer(token=TOKEN) as hub:
+        hub.create("me/refined", {"README.md": f"# Notes\n{MARK_START}\nold\n{MARK_START}\n{MARK_END}\n".encode()})
+        result = push(refined_dir, "me/refined", hub)
+        assert not [r for r in hub.requests if r.startswith(("POST", "PUT"))]
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"coevol-hf push: The README has 2 `{MARK_START}` and 1 `{MARK_END}` markers: keep one pair around the generated "
+        "part (the text outside it is kept), or replace the whole card (replace_card=True)."
+    )
+
+
+def test_pushing_the_same_data_twice_makes_no_commit(refined_dir: Path) -> None:
+    with HubServer(token=TOKEN) as hub:
+        assert push(refined_dir, "me/refined", hub).returncode == 0
+        commits = list(hub.repos["me/refined"].commits)
+        commit_requests = len([r for r in hub.requests if "/commit/" in r])
+        result = push(refined_dir, "me/refined", hub)
+        assert result.returncode == 0, result.stderr
+        assert hub.repos["me/refined"].commits == commits
+        assert len([r for r in hub.requests if "/commit/" in r]) == commit_requests  # datasets' and ours: none
+    # datasets asks huggingface_hub for a commit, which sees from preupload's oids that nothing changed;
+    # we see it ourselves (README and coevol_config.json compared) and do not ask at all.
+    assert result.stderr.count("No files have been modified since last commit") == 1
+    assert [summary for summary, _ in commits][0] and len(commits) == 3  # creation, data, card
+
+
+def test_a_failed_card_commit_says_the_data_is_there_and_a_second_push_finishes(refined_dir: Path) -> None:
+    with HubServer(token=TOKEN) as hub:
+        hub.fail_commit = 2  # the data commit goes through, the card's does not
+        result = push(refined_dir, "me/refined", hub)
+        assert result.returncode == 1
+        assert error_line(result) == (
+            "coevol-hf push: The data of me/refined was pushed, but its card and coevol_config.json were not "
+            "(the Hub answered 500: Internal Error - We're working hard to fix this as soon as possible!). To finish, "
+            "push again (`coevol-hf push` with the same arguments, or push_to_hub): the data already on the Hub is "
+            "not uploaded again."
+        )
+        files = dict(hub.repos["me/refined"].files)
+        assert "coevol_config.json" not in files and MARK_START.encode() not in files["README.md"]
+        commits, requests = len(hub.repos["me/refined"].commits), len(hub.requests)
+
+        result = push(refined_dir, "me/refined", hub)
+        assert result.returncode == 0, result.stderr
+        repo = hub.repos["me/refined"]
+        assert len(repo.commits) == commits + 1  # the card's commit only: the data did not change
+        assert {p: c for p, c in repo.files.items() if p.startswith("data/")} == {p: c for p, c in files.items() if p.startswith("data/")}
+        assert MARK_START.encode() in repo.files["README.md"] and "coevol_config.json" in repo.files
+        assert not [r for r in hub.requests[requests:] if r.startswith("PUT /lfs-upload/")]  # nor uploaded again
+
+
+def test_push_without_refiner_after_filtering_in_another_process(refined_dir: Path) -> None:
+    """Refined by `coevol-hf refine`, filtered and pushed later: the card and config come from the traces."""
+    local = json.loads((refined_dir / "coevol_config.json").read_text())
+    code = f"""
+refined = Dataset.from_parquet({str(refined_dir / "data.parquet")!r})
+kept = refined.filter(lambda row: row["coevol_error"] is None)
+print(push_to_hub(kept, "me/filtered", token={TOKEN!r}))
+"""
+    with HubServer(token=TOKEN) as hub:
+        result = python_push(code, hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/filtered")
+        config = json.loads(hub.repos["me/filtered"].files["coevol_config.json"])
+    assert "| rows | 3 |" in body and "| rows left unrefined, by reason | none |" in body
+    assert "Model: `test-org/test-model@0123abcd`, served by Text Generation Inference 3.3.6" in body and "| `max_rounds` | `2` |" in body
+    assert "All 15 templates are in `coevol_config.json`" in body and "Source: not recorded." in body
+    run_keys = ["coevol_hf_version", "implementation", "model", "server", "options", "prompts_sha256"]
+    assert {k: config[k] for k in run_keys} == {k: local[k] for k in run_keys} and config["prompts_complete"] is True
+    assert metadata["pretty_name"] == "CoEvol-refined responses"
+
+
+def test_data_of_two_runs_is_described_run_by_run(tmp_path: Path) -> None:
+    rows = alpaca_rows(5)
+    code = f"""
+from datasets import concatenate_datasets
+from coevol_hf import CoEvol
+one = Dataset.from_list({rows[:2]!r}).map(CoEvol(endpoint=URL, max_rounds=1), batched=True)
+two = Dataset.from_list({rows[2:]!r}).map(CoEvol(endpoint=URL, max_rounds=2), batched=True)
+push_to_hub(concatenate_datasets([one, two]), "me/two-runs", token={TOKEN!r})
+"""
+    with HubServer(token=TOKEN) as hub, TGIServer() as server:
+        result = python_push(code.replace("URL", repr(server.url)), hub)
+        assert result.returncode == 0, result.stderr
+        _, body = card_of(hub, "me/two-runs")
+        config = json.loads(hub.repos["me/two-runs"].files["coevol_config.json"])
+    assert [(run["options"]["max_rounds"], run["rows"]) for run in config["runs"]] == [(1, 2), (2, 3)]
+    assert all(set(run["options"]["prompts"]) == set(TEMPLATE_FIELDS) for run in config["runs"])
+    assert "The rows were made by 2 runs" in body and "### Run 1 of 2: 2 rows" in body and "### Run 2 of 2: 3 rows" in body
+
+
+def test_nothing_private_is_published(refined_dir: Path) -> None:
+    """Local paths, a private endpoint and every token value this process knows stay out of the card and config."""
+    hf_secret, coevol_secret = "hf_saved_in_the_environment", "coevol_server_key_123"
+    config = json.loads((refined_dir / "coevol_config.json").read_text())
+    config["source"] = "/home/alice/data/self_instruct_sample.jsonl"  # as a configuration written before names were made public
+    config["command"] = (
+        f"HF_TOKEN={hf_secret} COEVOL_TOKEN={coevol_secret} coevol-hf refine /home/alice/data/self_instruct_sample.jsonl "
+        f"-o /home/alice/out --endpoint http://10.0.0.7:8080 --token {TOKEN}"
+    )
+    code = f"""
+refined = Dataset.from_parquet({str(refined_dir / "data.parquet")!r})
+push_to_hub(refined, "me/refined", refiner={config!r}, token={TOKEN!r}, source="/home/alice/data/self_instruct_sample.jsonl")
+"""
+    with HubServer(token=TOKEN) as hub:
+        result = python_push(code, hub, HF_TOKEN=hf_secret, COEVOL_TOKEN=coevol_secret)
+        assert result.returncode == 0, result.stderr
+        readme = hub.repos["me/refined"].files["README.md"].decode()
+        published = hub.repos["me/refined"].files["coevol_config.json"].decode()
+    for text in (readme, published):
+        for private in (TOKEN, hf_secret, coevol_secret, "/home/alice", "10.0.0.7"):
+            assert private not in text
+    assert "Source: `self_instruct_sample.jsonl`." in readme and "pretty_name: self_instruct_sample (CoEvol-refined)" in readme
+    assert json.loads(published)["source"] == "self_instruct_sample.jsonl"
+    assert json.loads(published)["command"] == "HF_TOKEN=*** COEVOL_TOKEN=*** coevol-hf refine self_instruct_sample.jsonl -o out --endpoint URL --token ***"
+    assert "# HF_TOKEN=*** COEVOL_TOKEN=*** coevol-hf refine self_instruct_sample.jsonl" in readme
