@@ -38,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except OSError as err:  # a file a flag names (--prompts, --chat-template) cannot be read
-        print(f"coevol-hf {next((a for a in argv if not a.startswith('-')), '')}: {err}", file=sys.stderr)
+        reason = f"cannot read {err.filename}: {err.strerror}" if err.filename else str(err)
+        print(f"coevol-hf {next((a for a in argv if not a.startswith('-')), '')}: {reason}", file=sys.stderr)
         return 1
     args.argv = argv
     try:

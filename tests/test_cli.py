@@ -290,6 +290,11 @@ def test_generated_flags_reach_the_server(server: TGIServer, tmp_path: Path) -> 
     assert options["judge_mode"] == "score" and options["structured_judge"] is False
 
 
+def test_a_flag_naming_a_missing_file_is_one_line(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--prompts", str(tmp_path / "prompts.json")]) == 1
+    assert last_error(capsys) == f"coevol-hf refine: cannot read {tmp_path / 'prompts.json'}: No such file or directory"
+
+
 def test_local_and_endpoint_exclude_each_other(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--local", "--endpoint", "http://127.0.0.1:9"]) == 1
     assert last_error(capsys) == "coevol-hf refine: --local starts its own server: drop --endpoint, or --local."
