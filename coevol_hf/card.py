@@ -139,7 +139,7 @@ def _with_config(runs: list[DataRun], config: Mapping[str, Any], models: set[str
             differences += ["the prompt templates"] if run.info.prompts_sha256 != digest else []
     raise ValueError(
         f"The run configuration matches none of the {len(runs)} run(s) recorded in the data; it differs in "
-        f"{', '.join(differences)}: pass the run configuration of the run that made it, or none."
+        f"{', '.join(differences) or 'the model'}: pass the run configuration of the run that made it, or none."
     )
 
 

@@ -124,6 +124,10 @@ def test_a_refiner_of_another_run_is_refused() -> None:
         read_runs(data, config_of(run_info(max_rounds=3)))
     with pytest.raises(ValueError, match="it differs in the prompt templates"):
         read_runs(data, config_of(run_info(max_rounds=2, prompts={"editor_task": "Other: {response}"})))
+    # A model that only failed rows (no trace) is no run of the data either.
+    failed_elsewhere = {"train": Dataset.from_list([row(0, run), {**row(1, None), "coevol_model": "other/model"}])}
+    with pytest.raises(ValueError, match="it differs in the model: pass"):
+        read_runs(failed_elsewhere, config_of(run_info(model="other/model", max_rounds=2)))
 
 
 def test_a_refiner_adds_where_the_data_came_from_made_public() -> None:
