@@ -28,7 +28,7 @@ from .trace import Round, RunInfo, Trace, Turn
 REPORT_FILE = "report.html"
 PAGE_SIZE = 50
 _COLUMNS = [REFINED.trace, REFINED.error, REFINED.original]
-_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")  # words, punctuation marks and runs of whitespace
+_TOKEN = re.compile(r"\s+|(?:\w+|[^\w\s])\s*")  # a word or punctuation mark with the spaces after it
 _LENGTH_BINS = (100, 200, 400, 800, 1600, 3200)  # upper bounds, in characters, of the length histogram
 _GREEN, _GREY, _RED, _BLUE, _AMBER = "#2e7d32", "#9e9e9e", "#c62828", "#1565c0", "#ef8f00"
 
@@ -68,7 +68,7 @@ def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
     figures = _Figures()
     run: RunInfo | None = None
     for split, data in splits:
-        for index, row in enumerate(data.select_columns(_COLUMNS)):
+        for index, row in enumerate(_iter_rows(data)):
             rows.append(row)
             trace = None if row[REFINED.error] is not None else Trace.from_json(row[REFINED.trace])
             if trace is not None:
@@ -84,6 +84,12 @@ def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
 
 
 # -- rows -------------------------------------------------------------------------------------
+
+
+def _iter_rows(data: Any) -> Iterable[dict[str, Any]]:
+    """The `coevol_*` columns row by row, read a batch at a time (row-wise reads cost ~1 ms each)."""
+    for batch in data.select_columns(_COLUMNS).iter(batch_size=1000):
+        yield from (dict(zip(_COLUMNS, values)) for values in zip(*(batch[name] for name in _COLUMNS)))
 
 
 def _row_view(index: int, split: str | None, row: Mapping[str, Any], trace: Trace | None) -> dict[str, Any]:
