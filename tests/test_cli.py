@@ -323,3 +323,28 @@ def test_examples_run_on_their_samples(script: str, arguments: list[str], printe
     result = subprocess.run([sys.executable, str(EXAMPLES / script), *argv], cwd=EXAMPLES, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert printed in result.stdout and server.calls
+
+
+def test_demo_refines_its_sample_into_a_folder_it_owns(server: TGIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """The demo's wiring, with the TGI test server standing in for the local model."""
+    import coevol_hf.local
+
+    class StandIn:
+        url = server.url
+
+        def __enter__(self) -> StandIn:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(coevol_hf.local, "LocalServer", StandIn)
+    output = tmp_path / "coevol-demo"
+    assert main(["demo", "-o", str(output)]) == 0
+    assert "One example, before and after:" in capsys.readouterr().out
+    config = json.loads((output / "coevol_config.json").read_text())
+    assert config["source"] == "self_instruct_sample.jsonl" and config["license"] == "apache-2.0"
+    assert config["command"] == "coevol-hf refine self_instruct_sample.jsonl --output coevol-demo --max-rounds 2 --max-new-tokens 160 --jsonl --license apache-2.0"
+    assert main(["demo", "-o", str(output)]) == 0  # its own folder: written again
+    (output / "mine.txt").write_text("mine")
+    assert main(["demo", "-o", str(output)]) == 1
