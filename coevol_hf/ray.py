@@ -76,10 +76,14 @@ def refine_on_ray(
 
     The result is read back from Parquet into a file-backed `datasets.Dataset`, so everything
     that takes refined data (statistics, the card, `push_to_hub`) takes it. Call `connect` first.
+    `batch_size` is lowered so that every actor gets a batch.
     """
+    if len(dataset) == 0:
+        return RayRun(dataset, (0, 0, 0), 0.0)  # as datasets does: no LLM call, no new column
     ray = _import_ray()
     operator.server  # a wrong or unreachable endpoint stops the job here, before any actor starts
     rows = len(dataset)
+    batch_size = max(1, min(batch_size, math.ceil(rows / concurrency)))  # a batch for every actor
     table = dataset.with_format("arrow")[:]  # applies select()/shuffle(); no Hub lookup, unlike from_huggingface
     blocks = max(1, math.ceil(rows / batch_size))
     tally = ray.remote(num_cpus=0)(CallTally).remote()
@@ -118,7 +122,9 @@ def map_on_ray(
         fn_constructor_kwargs={"operator": operator, "tally": tally},
         batch_format="pyarrow",
         batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
+        # One batch per actor at a time: an actor's queued batch would wait behind the running one
+        # while another actor idles (Ray queues up to 4 per actor by default).
+        compute=ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=1),
         num_cpus=num_cpus,
     )
 
