@@ -2,6 +2,8 @@
 
 It separates the transport's floor from coevol-hf's own work: each library posts the same chat
 completion body `--calls` times, `--concurrency` at a time, and we divide process CPU time by calls.
+The last line is coevol-hf's `ClientSession` making `--calls` distinct calls (a first run: every
+call a request cache miss, encoded, keyed, sent, read, checked and written to SQLite).
 
     python benchmarks/http_client_cost.py --calls 3000
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
+import tempfile
 import time
 from typing import Any, Awaitable, Callable
 
@@ -76,6 +80,26 @@ async def aiohttp_session(url: str, calls: int, concurrency: int) -> float:
         return await measure(post, calls, concurrency)
 
 
+async def coevol_session(url: str, calls: int, concurrency: int) -> float:
+    from coevol_hf.client.session import ClientSession
+    from coevol_hf.options import Connection, Sampling
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        connection = Connection(endpoints=(url.removesuffix("/v1/chat/completions"),), max_concurrency=concurrency, cache_dir=cache_dir)
+        session = ClientSession(connection, Sampling())
+        await asyncio.to_thread(session.server)
+        numbers = itertools.count()
+        system, user = BODY["messages"]
+
+        async def post() -> Any:
+            return await session([system, {"role": "user", "content": f"{user['content']} ({next(numbers)})"}])
+
+        try:
+            return await measure(post, calls, concurrency)
+        finally:
+            await session.aclose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=3000)
@@ -84,7 +108,13 @@ def main() -> None:
     simulator = SimulatorProcess(slots=10_000, service_time=0.0)
     url = simulator.url + "/v1/chat/completions"
     try:
-        for name, client in (("httpx2 (huggingface_hub's session)", httpx2_session), ("httpcore2 pool", httpcore2_pool), ("aiohttp", aiohttp_session)):
+        clients = (
+            ("httpx2 (huggingface_hub's session)", httpx2_session),
+            ("httpcore2 pool", httpcore2_pool),
+            ("aiohttp", aiohttp_session),
+            ("coevol-hf ClientSession (aiohttp, request cache)", coevol_session),
+        )
+        for name, client in clients:
             cpu = asyncio.run(client(url, args.calls, args.concurrency))
             print(json.dumps({"client": name, "calls": args.calls, "concurrency": args.concurrency, "client_cpu_ms_per_call": round(cpu, 3)}))
     finally:

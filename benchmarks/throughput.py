@@ -87,10 +87,12 @@ def run_sequential(transform: CoEvol, dataset: Dataset, concurrency: int) -> int
     """Each row's agents called one after another; `concurrency` rows at a time."""
     from coevol_hf.protocol import refine_conversation
 
-    fmt = transform.config.columns.detect(dataset.column_names)
+    options = transform.options
+    fmt = options.columns.detect(dataset.column_names)
+    session = transform.session
+    session.server()
 
     async def main() -> int:
-        client = transform.client(transform.server)
         rows = asyncio.Semaphore(concurrency)
 
         async def one(row: dict[str, Any]) -> None:
@@ -98,14 +100,14 @@ def run_sequential(transform: CoEvol, dataset: Dataset, concurrency: int) -> int
 
             async def chat(messages: Any, *, schema: dict | None = None) -> Any:
                 async with one_at_a_time:
-                    return await client(messages, schema=schema)
+                    return await session(messages, schema=schema)
 
             async with rows:
-                await refine_conversation(read_row(fmt, row, transform.config.columns), transform.config, chat)
+                await refine_conversation(read_row(fmt, row, options.columns), options, chat)
 
         await asyncio.gather(*(one(row) for row in dataset))
-        await client.aclose()
-        return client.calls_made
+        await session.aclose()
+        return session.calls_sent
 
     return asyncio.run(main())
 

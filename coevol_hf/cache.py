@@ -46,8 +46,6 @@ class RequestCache:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(directory).expanduser() / _FILE_NAME if directory is not None else default_cache_dir() / _FILE_NAME
-        self.hits = 0
-        self.misses = 0
         self._db: sqlite3.Connection | None = None
         self._pid: int | None = None
         self._broken = False
@@ -62,23 +60,24 @@ class RequestCache:
             self._bypass(err)
             return None
         if row is None:
-            self.misses += 1
             return None
         try:
             value = json.loads(zlib.decompress(row[0]))
         except (zlib.error, ValueError):
             logger.warning("Dropping an unreadable entry of the request cache %s; the call will be made again.", self.path)
             self._delete(key)
-            self.misses += 1
             return None
-        self.hits += 1
         return value
 
     def put(self, key: bytes, value: dict[str, Any]) -> None:
         db = self._connect()
         if db is None:
             return
-        blob = zlib.compress(json.dumps(value, ensure_ascii=False).encode(), 1)
+        try:
+            blob = zlib.compress(json.dumps(value, ensure_ascii=False).encode(), 1)
+        except ValueError as err:  # text no UTF-8 file can hold (a lone surrogate): never worth a crash
+            logger.warning("Not caching an answer that cannot be stored (%s); it will be asked again next time.", err)
+            return
         try:
             db.execute("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", (key, blob))
         except sqlite3.Error as err:

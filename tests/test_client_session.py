@@ -20,8 +20,10 @@ from typing import Any, Awaitable, Callable
 import pytest
 from tgi_server import Answer, Call, Error, TGIServer, Trickle
 
+from coevol_hf.cache import RequestCache, request_key
 from coevol_hf.client.server import Target, auth_headers, probe
 from coevol_hf.client.session import ClientSession
+from coevol_hf.client.tgi import RequestFormat
 from coevol_hf.errors import ConfigError, EndpointError, RowError
 from coevol_hf.options import Connection, Sampling
 
@@ -170,6 +172,24 @@ def test_a_lone_surrogate_is_repaired_before_it_reaches_the_cache_or_the_next_re
     assert reply.text == "smile \ufffd please" and follow_up.text == "echo: smile \ufffd please"
     assert isinstance(error, RowError) and str(error) == "validation: HTTP 422: Input validation error: \ufffd"
     assert echoed.text == "echo: placeholder"
+
+
+def test_an_entry_cached_before_cut_off_was_recorded_is_asked_again(tmp_path: Path) -> None:
+    with TGIServer(lambda c: Answer("fresh", "length")) as server:
+        session = session_of(server.url, tmp_path)
+        server_info = session.server()
+        body = RequestFormat(Sampling(), server_info).encode(ask("Hi."))
+        old = RequestCache(tmp_path / "request-cache")
+        old.put(request_key(server_info.identity, "/v1/chat/completions", body), {"text": "stale", "prompt_tokens": 1, "completion_tokens": 1})
+        old.close()
+        reply = call(session, "Hi.")
+        assert (reply.text, reply.cut_off, session.cache_hits, len(server.calls)) == ("fresh", True, 0, 1)
+
+
+def test_the_cache_skips_a_value_no_file_can_hold(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cache = RequestCache(tmp_path)
+    cache.put(b"key", {"text": "\ud83d"})
+    assert cache.get(b"key") is None and "Not caching an answer that cannot be stored" in caplog.text
 
 
 def test_an_oversized_answer_is_refused_unread_and_not_asked_again(tmp_path: Path) -> None:

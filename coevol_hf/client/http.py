@@ -1,9 +1,8 @@
 """HTTP for every request coevol-hf sends to an LLM server, on aiohttp.
 
-aiohttp comes with every `datasets` (through `fsspec[http]`) and costs 0.14 ms of CPU per call
-here, against 1.06 ms for huggingface_hub's httpx session (benchmarks/http_client_cost.py), and
-it does not refuse local servers under `HF_HUB_OFFLINE`. What the transport guarantees, because
-a long run must not hang or leak on one bad server:
+aiohttp costs 0.14 ms of CPU per call here, against 1.06 ms for huggingface_hub's httpx session
+(benchmarks/http_client_cost.py), and does not refuse local servers under `HF_HUB_OFFLINE`. What
+the transport guarantees, because a long run must not hang or leak on one bad server:
 
 - no redirect is followed: a 301/302 would turn a POST into a GET and carry the token to
   another host; the caller sees the 3xx and says where it points;

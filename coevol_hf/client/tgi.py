@@ -194,7 +194,7 @@ def _error_text(error: Any) -> str:
 
 
 def _start(content: bytes) -> str:
-    return clean_text(repr(content[:200]))
+    return repr(content[:200])
 
 
 def _compile_template(source: str | None) -> Any:
