@@ -69,7 +69,7 @@ class ClientSession:
         self._http = Http(connection.timeout)
         self._live: _Live | None = None
         self._cache = RequestCache(connection.cache_dir) if connection.request_cache else None
-        self._answered_as: str | None = None  # the model name the answers give, if not the probed id
+        self._answered_as: str | None = None  # the model name an OpenAI-style server's answers give
         self._streak: tuple[str, int] = ("", 0)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -91,7 +91,7 @@ class ClientSession:
             try:
                 self._adopt(run_blocking(self._probe_all, PROBE_TIMEOUT))
             except Exception:
-                self._server = None  # what was probed before is no longer known to hold
+                self._server = self._answered_as = None  # what was probed before is no longer known to hold
                 raise
         return self._server
 
@@ -160,7 +160,7 @@ class ClientSession:
         """The pool and request format for this loop and the latest probe (made on first use)."""
         loop = asyncio.get_running_loop()
         live = self._live
-        if live is not None and live.loop is loop and live.generation == self._generation:
+        if live is not None and live.loop is loop and live.generation == self._generation and self._server is not None:
             return live
         if live is not None and live.loop is loop:
             live.pool.close()
