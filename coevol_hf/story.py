@@ -15,8 +15,8 @@ from .formats import REFINED
 from .trace import Round, Scores, Trace, Turn, Verdict
 
 WIDTH = 100
-_SHORT = 240  # characters kept of each debate turn and verdict
-_LONG = 600  # characters kept of a response or an edit
+_SHORT = 160  # characters kept of each debate turn, suggestion and verdict
+_LONG = 400  # characters kept of a response or an edit
 
 # Why a round did not lead to another, for every `Round.stop` the protocol writes.
 _STOPS = {
@@ -54,6 +54,10 @@ def explain(round_: Round) -> str:
     if round_.accepted:
         if not round_.judged:
             return "kept: this pipeline has no judge, so a usable edit replaces the response"
+        first, second = _pairs(round_)
+        if first is None or second is None:
+            read = "first" if second is not None else "second"  # new is read first in the new-first order
+            return f"kept: only one verdict could be read, and it preferred the edit, which it had read {read}; one readable verdict decides alone ({_merged(round_.scores)})"
         return f"kept: the edit won over both orders ({_merged(round_.scores)})"
     if round_.stop in _STOPS:
         return f"no edit kept: {_STOPS[round_.stop]}"
@@ -123,7 +127,7 @@ def _tell_turn(turn: Turn, width: int, *, several: bool) -> list[str]:
             lines += _block("Critic's rebuttal", debate.critic_rebuttal, _SHORT, width)
         if round_.suggestions:
             lines.append("Advisor's suggestions:")
-            lines += [_wrap(f"{n}. {text}", width, "   ", "     ") for n, text in enumerate(round_.suggestions, 1)]
+            lines += [_wrap(f"{n}. {_shorten(text, _SHORT)}", width, "   ", "     ") for n, text in enumerate(round_.suggestions, 1)]
         if round_.edit is not None:
             lines += _block("Editor's proposal", round_.edit, _LONG, width)
         if round_.judged:

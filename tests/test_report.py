@@ -33,7 +33,8 @@ def rows_of(page: str) -> list[dict]:
 
 
 def test_word_diff_marks_words_removed_and_added() -> None:
-    assert word_diff("the cat sat.", "the dog sat!") == [(0, "the "), (-1, "cat"), (1, "dog"), (0, " sat"), (-1, "."), (1, "!")]
+    assert word_diff("the cat sat.", "the dog sat!") == [(0, "the "), (-1, "cat "), (1, "dog "), (0, "sat"), (-1, "."), (1, "!")]
+    assert word_diff("a b\n\nc", "a c") == [(0, "a "), (-1, "b\n\n"), (0, "c")]
     assert word_diff("same", "same") == [(0, "same")]
     assert word_diff("", "new text") == [(1, "new text")]
 

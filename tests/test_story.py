@@ -82,6 +82,7 @@ def test_long_texts_are_shortened(refined: DatasetDict) -> None:
         (dataclasses.replace(JUDGED, new_first=Verdict("tie", (0.5, 0.5)), scores=(1.5, 0.5)), "rejected: the edit did not win (old 1.5, new 0.5); CoEvol keeps an edit only when it wins over both orders"),
         (dataclasses.replace(JUDGED, old_first=Verdict("{}", (6.0, 8.0)), new_first=Verdict("{}", (7.0, 3.0)), scores=(6.5, 5.5)), "rejected: the judge preferred whichever answer it read second, so the two orders cancelled; CoEvol keeps an edit only when it wins over both orders"),
         (dataclasses.replace(JUDGED, new_first=Verdict("A", (0.0, 1.0)), old_first=Verdict("B", (0.0, 1.0)), scores=(0.0, 2.0), accepted=True, stop=None), "kept: the edit won over both orders (old 0, new 2)"),
+        (dataclasses.replace(JUDGED, old_first=Verdict('{"better": "B", "rea', None), new_first=Verdict("A", (0.0, 1.0)), scores=(0.0, 1.0), accepted=True, stop=None), "kept: only one verdict could be read, and it preferred the edit, which it had read first; one readable verdict decides alone (old 0, new 1)"),
         (Round(1, edit="new", accepted=True), "kept: this pipeline has no judge, so a usable edit replaces the response"),
     ],
 )
