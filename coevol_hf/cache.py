@@ -5,14 +5,17 @@ moment it arrives. The key is what decides the answer: the served model's identi
 and the exact JSON payload (seed included), never the endpoint URL, so replicas of one model
 share entries and no credential is ever part of a key or a value.
 
-SQLite in WAL mode, one transaction per answer: a process killed at any instant loses at most
-the answer it was writing, and several `num_proc` workers write to one file safely. An entry
+SQLite in WAL mode. The answers that arrive in one turn of the event loop are written together,
+in one transaction, as soon as that turn ends (a commit per answer was the largest CPU cost of a
+call): a process killed at any instant loses at most those, received a fraction of a
+millisecond earlier. Several `num_proc` workers write to one file safely. An entry
 that does not read back intact is dropped and asked again; a file that cannot be opened or read
 is reported once and bypassed, never trusted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -48,21 +51,25 @@ class RequestCache:
         self.path = Path(directory).expanduser() / _FILE_NAME if directory is not None else default_cache_dir() / _FILE_NAME
         self._db: sqlite3.Connection | None = None
         self._pid: int | None = None
+        self._pending: dict[bytes, bytes] = {}  # answers not yet written: one turn of the loop
         self._broken = False
 
     def get(self, key: bytes) -> dict[str, Any] | None:
-        db = self._connect()
-        if db is None:
-            return None
+        blob = self._pending.get(key)
+        if blob is None:
+            db = self._connect()
+            if db is None:
+                return None
+            try:
+                row = db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+            except sqlite3.Error as err:
+                self._bypass(err)
+                return None
+            if row is None:
+                return None
+            blob = row[0]
         try:
-            row = db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
-        except sqlite3.Error as err:
-            self._bypass(err)
-            return None
-        if row is None:
-            return None
-        try:
-            value = json.loads(zlib.decompress(row[0]))
+            value = json.loads(zlib.decompress(blob))
         except (zlib.error, ValueError):
             logger.warning("Dropping an unreadable entry of the request cache %s; the call will be made again.", self.path)
             self._delete(key)
@@ -70,20 +77,37 @@ class RequestCache:
         return value
 
     def put(self, key: bytes, value: dict[str, Any]) -> None:
-        db = self._connect()
-        if db is None:
-            return
+        """Keep `value`: written with the other answers of this turn of the event loop, in one
+        transaction, as soon as the turn ends (at once when no loop runs)."""
         try:
             blob = zlib.compress(json.dumps(value, ensure_ascii=False).encode(), 1)
         except ValueError as err:  # text no UTF-8 file can hold (a lone surrogate): never worth a crash
             logger.warning("Not caching an answer that cannot be stored (%s); it will be asked again next time.", err)
             return
+        self._pending[key] = blob
+        if len(self._pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write the answers kept since the last flush."""
+        pending, self._pending = self._pending, {}
+        db = self._connect() if pending else None
+        if db is None:
+            return
         try:
-            db.execute("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", (key, blob))
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO answers (key, value) VALUES (?, ?)", pending.items())
+            db.execute("COMMIT")
         except sqlite3.Error as err:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             self._bypass(err)
 
     def close(self) -> None:
+        self.flush()
         if self._db is not None and self._pid == os.getpid():
             self._db.close()
         self._db = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import time
@@ -184,6 +185,28 @@ def test_an_entry_cached_before_cut_off_was_recorded_is_asked_again(tmp_path: Pa
         old.close()
         reply = call(session, "Hi.")
         assert (reply.text, reply.cut_off, session.cache_hits, len(server.calls)) == ("fresh", True, 0, 1)
+
+
+def test_answers_of_one_loop_turn_are_written_together_and_readable_before(tmp_path: Path) -> None:
+    def on_disk() -> int:
+        if not (tmp_path / "requests.sqlite").exists():
+            return 0
+        with sqlite3.connect(tmp_path / "requests.sqlite") as db:
+            return db.execute("SELECT count(*) FROM answers").fetchone()[0]
+
+    async def scenario() -> list[int]:
+        cache = RequestCache(tmp_path)
+        cache.put(b"a", {"text": "one"})
+        cache.put(b"b", {"text": "two"})
+        seen = [on_disk()]
+        assert cache.get(b"a") == {"text": "one"}  # read back before it is written
+        await asyncio.sleep(0)  # the turn ends: both are written, in one transaction
+        seen.append(on_disk())
+        cache.put(b"c", {"text": "three"})
+        cache.close()  # closing writes what is kept
+        return [*seen, on_disk()]
+
+    assert asyncio.run(scenario()) == [0, 2, 3]
 
 
 def test_the_cache_skips_a_value_no_file_can_hold(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
