@@ -49,6 +49,10 @@ def edited(rng: random.Random, text: str) -> str:
     return " ".join(words) + " " + prose(rng, 120)
 
 
+def verdict(rng: random.Random, better: str) -> str:
+    return json.dumps({"better": better, "reason": prose(rng, 150)})
+
+
 def row(rng: random.Random, task: dict) -> dict:
     instruction, original = task["instruction"], task["instances"][0]["output"]
     if rng.random() < 0.03:
@@ -58,7 +62,6 @@ def row(rng: random.Random, task: dict) -> dict:
         edit = edited(rng, current)
         accepted = rng.random() < 0.4
         first, second = ((0.0, 1.0), (0.0, 1.0)) if accepted else ((1.0, 0.0), (0.0, 1.0))
-        verdict = lambda better: json.dumps({"better": better, "reason": prose(rng, 150)})  # noqa: E731
         rounds.append(
             Round(
                 number,
@@ -66,8 +69,8 @@ def row(rng: random.Random, task: dict) -> dict:
                 advice="\n".join(f"- {prose(rng, 80)}" for _ in range(3)),
                 suggestions=tuple(prose(rng, 80) for _ in range(3)),
                 edit=edit,
-                old_first=Verdict(verdict("B" if accepted else "A"), first),
-                new_first=Verdict(verdict("A"), second),
+                old_first=Verdict(verdict(rng, "B" if accepted else "A"), first),
+                new_first=Verdict(verdict(rng, "A"), second),
                 scores=(first[0] + second[0], first[1] + second[1]),
                 accepted=accepted,
                 stop=None if accepted else "not_better",

@@ -39,7 +39,8 @@ class _Figures:
 
     orders_agree: int = 0
     orders_disagree: int = 0
-    position_followed: int = 0  # of the disagreements: the judge preferred the answer it read first both times
+    first_read_won: int = 0  # of the disagreements: the judge preferred the answer it read first both times
+    second_read_won: int = 0  # ... the answer it read second both times
     not_both_readable: int = 0
     lengths_before: list[int] = dataclasses.field(default_factory=list)
     lengths_after: list[int] = dataclasses.field(default_factory=list)
@@ -57,7 +58,8 @@ class _Figures:
                 self.orders_agree += 1
             else:
                 self.orders_disagree += 1
-                self.position_followed += first[0] > first[1] and second[1] > second[0]
+                self.first_read_won += first[0] > first[1] and second[1] > second[0]
+                self.second_read_won += first[1] > first[0] and second[0] > second[1]
 
 
 def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
@@ -204,7 +206,8 @@ def _figures_html(stats: RunStats, figures: _Figures) -> str:
     edits = [(f"{_plural(k, 'accepted edit')}", v, _GREEN if k else _GREY) for k, v in stats.rounds_histogram.items()]
     judge = [("orders agree", figures.orders_agree, _GREEN), ("orders disagree", figures.orders_disagree, _AMBER), ("not both readable", figures.not_both_readable, _RED)]
     position = (
-        f"They disagree in {_plural(figures.orders_disagree, 'round')}; in {figures.position_followed:,} of them the judge preferred whichever answer it read first."
+        f"They disagree in {_plural(figures.orders_disagree, 'round')}: the judge preferred whichever answer it read first in "
+        f"{figures.first_read_won:,}, the one it read second in {figures.second_read_won:,}."
         if figures.orders_disagree
         else ""
     )

@@ -76,7 +76,7 @@ def test_figures_are_the_datasets_stats(refined: DatasetDict, tmp_path: Path) ->
     assert "6 rows, 4 improved (67%); errors: input: 1" in page
     assert "orders agree in 12 of 13 judged rounds" in page
     assert f"{stats.chars_before:,} → {stats.chars_after:,} characters in all" in page
-    assert "They disagree in 1 round; in 1 of them the judge preferred whichever answer it read first." in page
+    assert "They disagree in 1 round: the judge preferred whichever answer it read first in 1, the one it read second in 0." in page
     assert page.count("<svg") == 4
     assert "all (6)" in page and "improved (4)" in page and "unchanged (1)" in page and "errored (1)" in page
 
