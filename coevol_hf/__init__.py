@@ -19,6 +19,7 @@ _NAMES = {
     "coevol_refine": "transform",
     "PairwiseJudge": "pairwise",
     "push_to_hub": "hub",
+    "report": "report",
     "Columns": "formats",
     "Prompts": "prompts",
     "CoEvolOptions": "options",
@@ -54,5 +55,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .options import CoEvolOptions, PairwiseOptions
     from .pairwise import PairwiseJudge
     from .prompts import Prompts
+    from .report import report
     from .trace import Trace
     from .transform import CoEvol, coevol_refine

@@ -155,7 +155,8 @@ class MapOperator:
         """Process one batch (`batched=True`); `overrides` are `fn_kwargs` options for this call."""
         if overrides:
             return self._variant(overrides)(batch)
-        shape = Batch.of(batch, type(self).__name__)
+        columns = self.options.columns
+        shape = Batch.of(batch, type(self).__name__, turn_columns=(columns.conversations, columns.messages))
         read = self.read_columns(shape.column_names)
         session = self.session
         server = session.server()
@@ -195,7 +196,8 @@ class Batch:
         self.batch, self.kind, self.columns = batch, kind, columns
 
     @classmethod
-    def of(cls, batch: Any, operator: str) -> "Batch":
+    def of(cls, batch: Any, operator: str, *, turn_columns: Sequence[str] = ()) -> "Batch":
+        """`turn_columns` hold conversations: a single row's holds dicts, a batch's holds lists."""
         not_batched = ConfigError(
             f"{operator} processes rows concurrently, a batch at a time, and was given a single row: "
             "pass batched=True to map (ds.map(coevol_refine, batched=True)), or use Ray Data's map_batches."
@@ -207,7 +209,8 @@ class Batch:
         if type(batch).__name__ == "LazyBatch":  # datasets formats its columns only when read
             return cls(batch, "arrow", batch)
         values = list(batch.values())
-        if type(batch).__name__ == "LazyRow" or not values or not all(_is_column(v) for v in values):
+        single_row = any(isinstance(batch[name], list) and batch[name][:1] and isinstance(batch[name][0], Mapping) for name in turn_columns if name in batch)
+        if type(batch).__name__ == "LazyRow" or not values or single_row or not all(_is_column(v) for v in values):
             raise not_batched
         numpy = any(type(v).__module__ == "numpy" for v in values)
         return cls(batch, "numpy" if numpy else "python", batch)
@@ -236,7 +239,10 @@ class Batch:
 
         frame = self.batch.copy()
         for name, values in new.items():
-            frame[name] = pd.Series(values, index=frame.index, dtype=object)  # None stays None
+            if name in types:  # typed, so that every block of a Ray job has one schema
+                frame[name] = pd.Series(pd.arrays.ArrowExtensionArray(pa.array(values, type=types[name])), index=frame.index)
+            else:
+                frame[name] = pd.Series(values, index=frame.index, dtype=object)  # None stays None
         return frame
 
 
@@ -246,8 +252,7 @@ def _is_dataframe(batch: Any) -> bool:
 
 def _is_column(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
-        # A batch's conversations column holds lists; a single row's holds the turns themselves.
-        return not any(isinstance(item, Mapping) for item in value[:1])
+        return True
     return type(value).__module__ == "numpy" and getattr(value, "ndim", 0) == 1 or type(value).__name__ == "Series"
 
 
