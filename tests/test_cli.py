@@ -124,9 +124,9 @@ def test_the_input_file_is_never_overwritten(server: TGIServer, tmp_path: Path, 
 def test_a_folder_coevol_hf_wrote_is_rewritten_and_earlier_files_go(server: TGIServer, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     output = tmp_path / "out"
     assert refine(source, output, server, "--jsonl") == 0
-    assert sorted(p.name for p in output.iterdir()) == [MANIFEST_FILE, "README.md", "coevol_config.json", "data.jsonl", "data.parquet"]
+    assert sorted(p.name for p in output.iterdir()) == [MANIFEST_FILE, "README.md", "coevol_config.json", "data.jsonl", "data.parquet", "report.html"]
     assert refine(source, output, server, "--judge-mode", "score") == 0  # no --jsonl: the earlier data.jsonl is removed
-    assert sorted(p.name for p in output.iterdir()) == [MANIFEST_FILE, "README.md", "coevol_config.json", "data.parquet"]
+    assert sorted(p.name for p in output.iterdir()) == [MANIFEST_FILE, "README.md", "coevol_config.json", "data.parquet", "report.html"]
     assert json.loads((output / "coevol_config.json").read_text())["options"]["judge_mode"] == "score"
 
     (output / "README.md").write_text((output / "README.md").read_text() + "\nMy note.\n")  # the user edits the card
@@ -341,10 +341,23 @@ def test_demo_refines_its_sample_into_a_folder_it_owns(server: TGIServer, tmp_pa
     monkeypatch.setattr(coevol_hf.local, "LocalServer", StandIn)
     output = tmp_path / "coevol-demo"
     assert main(["demo", "-o", str(output)]) == 0
-    assert "One example, before and after:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # It ends with one row's story: the accepted edit (the test server's judge prefers the longer answer).
+    assert f"report: {output / 'report.html'}" in out and "kept: the edit won over both orders" in out
+    assert out.rstrip().endswith("LLM calls for this row: 16")
     config = json.loads((output / "coevol_config.json").read_text())
     assert config["source"] == "self_instruct_sample.jsonl" and config["license"] == "apache-2.0"
-    assert config["command"] == "coevol-hf refine self_instruct_sample.jsonl --output coevol-demo --max-rounds 2 --max-new-tokens 160 --jsonl --license apache-2.0"
+    assert config["command"] == "coevol-hf refine self_instruct_sample.jsonl --output coevol-demo --judge-mode compare --max-rounds 2 --max-new-tokens 160 --jsonl --license apache-2.0"
     assert main(["demo", "-o", str(output)]) == 0  # its own folder: written again
     (output / "mine.txt").write_text("mine")
     assert main(["demo", "-o", str(output)]) == 1
+
+
+def test_report_command_writes_the_page(server: TGIServer, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    output = tmp_path / "out"
+    assert refine(source, output, server) == 0
+    assert f"report: {output / 'report.html'}" in capsys.readouterr().out
+    (output / "report.html").unlink()
+    assert main(["report", str(output)]) == 0
+    assert f"report: {output / 'report.html'}" in capsys.readouterr().out
+    assert 'id="coevol-rows"' in (output / "report.html").read_text()
