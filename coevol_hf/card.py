@@ -36,7 +36,7 @@ TASK_CATEGORIES = ["text-generation"]
 CONFIG_FILE = "coevol_config.json"
 MARK_START = "<!-- coevol-hf:start -->"
 MARK_END = "<!-- coevol-hf:end -->"
-_SUMMARY_COLUMNS = ["coevol_original", "coevol_rounds", "coevol_trace", "coevol_error"]
+_SUMMARY_COLUMNS = [REFINED.original, REFINED.rounds, REFINED.trace, REFINED.error]
 _RUN_FIELDS = {field.name for field in dataclasses.fields(RunInfo)}
 _DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".gz", ".zst", ".xz", ".bz2"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -400,11 +400,11 @@ def pick_example(splits: Mapping[str, Any]) -> dict[str, str] | None:
     """The first row whose first response changed, else the first refined row."""
     fallback = None
     for row in _rows(splits):
-        if row["coevol_error"] is not None:
+        if row[REFINED.error] is not None:
             continue
-        trace = Trace.from_json(row["coevol_trace"])
+        trace = Trace.from_json(row[REFINED.trace])
         after = trace.turns[0].final
-        candidate = {"instruction": trace.turns[0].instruction, "before": row["coevol_original"][0], "after": after}
+        candidate = {"instruction": trace.turns[0].instruction, "before": row[REFINED.original][0], "after": after}
         if after != candidate["before"]:
             return candidate
         fallback = fallback or candidate
