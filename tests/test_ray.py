@@ -7,11 +7,13 @@ One Ray instance for the module (starting one takes seconds). Every request cach
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 if importlib.util.find_spec("ray") is None:
@@ -209,3 +211,19 @@ def test_a_dict_batch_may_hold_a_struct_column(server: TGIServer, tmp_path: Path
     rows = [{**row, "meta": {"source": "self-instruct"}} for row in alpaca_rows(2)]
     out = CoEvol(endpoint=server.url, max_rounds=1, cache_dir=str(tmp_path / "cache"))({name: [row[name] for row in rows] for name in rows[0]})
     assert out["coevol_error"] == [None, None]
+
+
+def test_the_command_line_runs_the_job_on_ray(ray_local: Any, server: TGIServer, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from coevol_hf.cli import main
+
+    rows = alpaca_rows(3)
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "out"
+    argv = ["refine", str(source), "-o", str(out), "--endpoint", server.url, "--max-rounds", "1", "--cache-dir", str(tmp_path / "cache"), "--ray", "--ray-actors", "2", "--batch-size", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "rows: 3, improved: 3" in printed and "HTTP requests sent: 24" in printed
+    refined = pq.read_table(out / "data.parquet").to_pylist()
+    assert [row["output"] for row in refined] == [row["output"] + " [edited]" for row in rows]
+    assert len(server.calls) == 24
