@@ -18,6 +18,7 @@ from .formats import JUDGED, read_answer, read_prompt
 from .operator import MapOperator
 from .options import PairwiseOptions
 from .protocol import judge_both_orders, render_context
+from .trace import scores_dict
 
 _SCORES = pa.struct([("a", pa.float64()), ("b", pa.float64())])
 
@@ -62,8 +63,8 @@ class PairwiseJudge(MapOperator):
             "model": server.identity,
             "judge_mode": options.judge_mode,
             # Each order's scores as the judge's merge sees them: "old" is a, "new" is b.
-            "a_first": {"text": a_first.text, "scores": _pair(decision.old_first)},
-            "b_first": {"text": b_first.text, "scores": _pair(decision.new_first)},
+            "a_first": {"text": a_first.text, "scores": scores_dict(decision.old_first)},
+            "b_first": {"text": b_first.text, "scores": scores_dict(decision.new_first)},
         }
         return {
             JUDGED.winner: None if merged is None else "a" if merged[0] > merged[1] else "b" if merged[1] > merged[0] else "tie",
@@ -74,10 +75,6 @@ class PairwiseJudge(MapOperator):
 
     def failed_row(self, row: Mapping[str, Any], error: RowError, server: ServerInfo) -> dict[str, Any]:
         return {JUDGED.winner: None, JUDGED.scores: None, JUDGED.verdicts: None, JUDGED.error: str(error)}
-
-
-def _pair(scores: tuple[float, float] | None) -> dict[str, float] | None:
-    return None if scores is None else {"old": scores[0], "new": scores[1]}
 
 
 def _named(scores: tuple[float, float] | None) -> dict[str, float] | None:

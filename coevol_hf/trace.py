@@ -159,7 +159,7 @@ def _round_dict(round_: Round) -> dict[str, Any]:
         "suggestions": list(round_.suggestions),
         "edit": round_.edit,
         "verdicts": None if round_.old_first is None else {"old_first": _verdict_dict(round_.old_first), "new_first": _verdict_dict(round_.new_first)},
-        "scores": _pair(round_.scores),
+        "scores": scores_dict(round_.scores),
         "accepted": round_.accepted,
         "stop": round_.stop,
         "cut_off": list(round_.cut_off),
@@ -167,7 +167,7 @@ def _round_dict(round_: Round) -> dict[str, Any]:
 
 
 def _verdict_dict(verdict: Verdict | None) -> dict[str, Any] | None:
-    return None if verdict is None else {"text": verdict.text, "scores": _pair(verdict.scores)}
+    return None if verdict is None else {"text": verdict.text, "scores": scores_dict(verdict.scores)}
 
 
 def _turn(data: Mapping[str, Any]) -> Turn:
@@ -195,7 +195,8 @@ def _verdict(data: Mapping[str, Any] | None) -> Verdict | None:
     return None if data is None else Verdict(data["text"], _unpair(data["scores"]))
 
 
-def _pair(scores: Scores | None) -> dict[str, float] | None:
+def scores_dict(scores: Scores | None) -> dict[str, float] | None:
+    """(old, new) scores as the JSON of traces and verdicts writes them."""
     return None if scores is None else {"old": scores[0], "new": scores[1]}
 
 
