@@ -8,13 +8,16 @@ each server and keeps, for every answer, what the server itself reports: prompt 
 tokens it took from its cache (`usage.prompt_tokens_details.cached_tokens`) and the milliseconds
 it spent evaluating the rest of the prompt (`timings.prompt_ms`). Also reports the judge's
 readable-verdict rate and the agreement of its two orders, to show a prompt layout did not hurt
-the judge. The request cache is off, so every call reaches a server.
+the judge, on two sets of calls: the judged rounds of the refinement, and `--judge-pairs` seed
+tasks judged with `PairwiseJudge` (their human answer against its own first half, which the
+judge should find worse). The request cache is off, so every call reaches a server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import dataclasses
 import json
 import tempfile
@@ -26,8 +29,9 @@ import aiohttp
 from aiohttp import web
 from datasets import Dataset
 
-from coevol_hf import CoEvol
+from coevol_hf import CoEvol, PairwiseJudge
 from coevol_hf.local import LocalServer
+from coevol_hf.prompts import Prompts
 from coevol_hf.stats import compute_stats
 from coevol_hf.trace import Trace
 
@@ -47,12 +51,31 @@ class Recorded:
     prompt_ms: float = 0.0
 
 
+    def add(self, other: "Recorded") -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+
+_PROMPTS = Prompts()
+_PERSONAS = {getattr(_PROMPTS, f"{role}_persona"): role for role in ("advocate", "critic", "advisor", "editor", "judge")}
+
+
+def role_of(messages: list[dict[str, str]]) -> str:
+    """The agent role of a request, from its persona (in the system or the user message): the
+    first one in the request, since a small model's reviews may quote another role's persona."""
+    text = "\n".join(m["content"] for m in messages)
+    found = {text.find(persona): role for persona, role in _PERSONAS.items() if persona in text}
+    role = found[min(found)] if found else "unknown"
+    users = sum(m["role"] == "user" for m in messages)
+    return f"{role} rebuttal" if role in ("advocate", "critic") and users > 1 else role
+
+
 class RecordingProxy:
-    """Forwards every request to `upstream` and adds up what the answers report."""
+    """Forwards every request to `upstream` and adds up what the answers report, per role."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self.recorded = Recorded()
+        self.recorded: collections.defaultdict[str, Recorded] = collections.defaultdict(Recorded)
         self.url = ""
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
@@ -78,10 +101,9 @@ class RecordingProxy:
             if request.path == "/v1/chat/completions" and answer.status == 200:
                 data = json.loads(content)
                 usage, timings = data.get("usage") or {}, data.get("timings") or {}
-                self.recorded.calls += 1
-                self.recorded.prompt_tokens += usage.get("prompt_tokens", 0)
-                self.recorded.cached_tokens += (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-                self.recorded.prompt_ms += timings.get("prompt_ms", 0.0)
+                cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+                role = role_of(json.loads(body)["messages"])
+                self.recorded[role].add(Recorded(1, usage.get("prompt_tokens", 0), cached, timings.get("prompt_ms", 0.0)))
             return web.Response(body=content, status=answer.status, content_type=answer.content_type)
 
 
@@ -91,6 +113,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, choices=(1, 2), default=1)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--parallel", type=int, default=4, help="slots per server")
+    parser.add_argument("--judge-pairs", type=int, default=16, help="seed tasks for the judge-only check (0: skip)")
     args = parser.parse_args()
 
     threads = 2 // args.replicas  # the two cores, shared between the servers
@@ -102,25 +125,35 @@ def main() -> None:
             proxy = RecordingProxy(server.url)
             proxy.start()
             proxies.append(proxy)
-        refine = CoEvol(endpoint=[p.url for p in proxies], max_rounds=1, max_new_tokens=args.max_new_tokens, request_cache=False, cache_dir=tempfile.mkdtemp())
-        started = time.perf_counter()
-        out = Dataset.from_list(rows(args.rows)).map(refine, batched=True)
-        wall = time.perf_counter() - started
+        endpoints = [p.url for p in proxies]
+        if args.rows:
+            refine = CoEvol(endpoint=endpoints, max_rounds=1, max_new_tokens=args.max_new_tokens, request_cache=False, cache_dir=tempfile.mkdtemp())
+            started = time.perf_counter()
+            out = Dataset.from_list(rows(args.rows)).map(refine, batched=True)
+            report_refinement(out, time.perf_counter() - started, proxies, args)
+        if args.judge_pairs:
+            judged = judge_pairs(endpoints, args.judge_pairs, args.max_new_tokens)
+            print(f"judge-only check, {args.judge_pairs} pairs: " + ", ".join(f"{name} {n}" for name, n in judged.items()))
     finally:
         for server in servers:
             server.stop()
 
-    total = Recorded()
+
+def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], args: argparse.Namespace) -> None:
+    total, by_role = Recorded(), collections.defaultdict(Recorded)
     for proxy in proxies:
-        for field in dataclasses.fields(Recorded):
-            setattr(total, field.name, getattr(total, field.name) + getattr(proxy.recorded, field.name))
+        for role, recorded in proxy.recorded.items():
+            total.add(recorded)
+            by_role[role].add(recorded)
     stats = compute_stats(out)
     verdicts = readable = 0
+    stops: collections.Counter[str] = collections.Counter()
     for text in out["coevol_trace"]:
         if text is None:
             continue
         for turn in Trace.from_json(text).turns:
             for round_ in turn.rounds:
+                stops[round_.stop or "accepted"] += 1
                 for verdict in (round_.old_first, round_.new_first):
                     if verdict is not None:
                         verdicts += 1
@@ -129,7 +162,33 @@ def main() -> None:
     print(f"rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, errors {stats.errors_by_kind or 'none'}")
     print(f"LLM calls {total.calls}; prompt tokens {total.prompt_tokens}, from the server's cache {total.cached_tokens} ({share:.1%})")
     print(f"server prompt evaluation {total.prompt_ms / 1000:.1f} s; wall time {wall:.1f} s")
+    for role, recorded in sorted(by_role.items()):
+        print(f"  {role}: {recorded.calls} calls, {recorded.prompt_tokens} prompt tokens, {recorded.cached_tokens} from the cache")
+    print("round outcomes: " + ", ".join(f"{stop} {n}" for stop, n in stops.most_common()))
     print(f"judge verdicts readable {readable} of {verdicts}; orders agree in {stats.judges_agree} of {stats.judged_rounds} judged rounds")
+
+
+def judge_pairs(endpoints: list[str], count: int, max_new_tokens: int) -> dict[str, int]:
+    """Each seed task's human answer (a) against its own first half (b), in both orders (the
+    verdicts JSON names each order's scores "old" for a and "new" for b)."""
+    pairs = [{**row, "half": " ".join(row["output"].split()[: max(1, len(row["output"].split()) // 2)])} for row in rows(count)]
+    judge = PairwiseJudge(a="output", b="half", endpoint=endpoints, max_new_tokens=max_new_tokens, request_cache=False, cache_dir=tempfile.mkdtemp())
+    out = Dataset.from_list(pairs).map(judge, batched=True)
+    readable = agree = 0
+    for text in out["judge_verdicts"]:
+        orders = [json.loads(text)[key]["scores"] for key in ("a_first", "b_first")] if text else [None, None]
+        readable += sum(scores is not None for scores in orders)
+        if all(scores is not None for scores in orders):
+            # Agree: both orders name the same answer (or both a tie).
+            winners = [(s["old"] > s["new"]) - (s["old"] < s["new"]) for s in orders]
+            agree += winners[0] == winners[1]
+    return {
+        "verdicts readable": readable,
+        "of": 2 * count,
+        "orders agree": agree,
+        "full answer preferred": out["judge_winner"].count("a"),
+        "half preferred": out["judge_winner"].count("b"),
+    }
 
 
 if __name__ == "__main__":

@@ -98,9 +98,9 @@ def run_sequential(transform: CoEvol, dataset: Dataset, concurrency: int) -> int
         async def one(row: dict[str, Any]) -> None:
             one_at_a_time = asyncio.Lock()
 
-            async def chat(messages: Any, *, schema: dict | None = None) -> Any:
+            async def chat(messages: Any, *, schema: dict | None = None, affinity: str | None = None) -> Any:
                 async with one_at_a_time:
-                    return await session(messages, schema=schema)
+                    return await session(messages, schema=schema, affinity=affinity)
 
             async with rows:
                 await refine_conversation(read_row(fmt, row, options.columns), options, chat)

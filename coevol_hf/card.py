@@ -28,7 +28,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from . import __version__
 from .formats import REFINED
 from .options import CoEvolOptions
-from .stats import RunStats, compute_stats
+from .stats import RunStats, cached_share, compute_stats
 from .trace import RunInfo, Trace, prompts_digest
 
 TAGS = ["coevol", "synthetic", "instruction-tuning"]
@@ -392,6 +392,7 @@ def _stats_lines(stats: RunStats) -> str:
             f"| rows left unrefined, by reason | {errors} |",
             f"| LLM calls | {stats.llm_calls} |",
             f"| tokens (prompt, completion) | {stats.prompt_tokens}, {stats.completion_tokens} |",
+            f"| prompt tokens the server read from its prefix cache | {stats.cached_tokens} ({cached_share(stats)}) |",
         ]
     )
 

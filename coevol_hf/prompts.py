@@ -1,5 +1,7 @@
 """The agents' personas and task templates, in one place so that a run can be reproduced from them.
 
+A call's user message is `instruction_block`, then `answer_block` (for the roles that review the
+answer), then the role's persona and task; `system` is the same for every call.
 Templates are `str.format` strings. Each one may use only the fields listed in `TEMPLATE_FIELDS`;
 an override that names another field is refused before any request is made. `{context}` is
 the window of earlier conversation turns, already rendered (empty for single-turn rows).
@@ -13,39 +15,46 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-_TURN = "{context}Instruction:\n{instruction}\n\n"
+# Every call of a row opens with the same bytes: the system message, the conversation so far and
+# the instruction, then (for every role that reads it) the answer under review. Only then come the
+# role's persona and its task. Servers reuse the KV cache of a byte-identical prefix (vLLM, SGLang,
+# TGI 3, llama.cpp), so what the calls of a row share is read once per row, not once per call.
+SYSTEM = (
+    "You are one member of a team that improves the answers an AI assistant gave. Each request "
+    "shows the instruction, usually the answer, and then your role and your task."
+)
+INSTRUCTION_BLOCK = "{context}Instruction:\n{instruction}\n\n"
+ANSWER_BLOCK = "Answer under review:\n{response}\n\n"
 
 ADVOCATE_PERSONA = (
-    "You are a fair-minded reviewer of AI assistant answers. Your job in this debate is to "
-    "defend the answer you are shown: find what it gets right and explain why it serves the user."
+    "Your role: a fair-minded reviewer. Your job in this debate is to defend the answer under "
+    "review: find what it gets right and explain why it serves the user."
 )
 CRITIC_PERSONA = (
-    "You are an exacting reviewer of AI assistant answers. Your job in this debate is to find "
-    "where the answer you are shown falls short (errors, gaps, vagueness, poor structure) and "
-    "to say precisely how each problem could be fixed."
+    "Your role: an exacting reviewer. Your job in this debate is to find where the answer under "
+    "review falls short (errors, gaps, vagueness, poor structure) and to say precisely how each "
+    "problem could be fixed."
 )
 ADVISOR_PERSONA = (
-    "You are an editor-in-chief. You weigh what is known about an answer, keep only the points "
-    "that hold up, and turn them into a short list of concrete revisions."
+    "Your role: the editor-in-chief. You weigh what is known about the answer, keep only the "
+    "points that hold up, and turn them into a short list of concrete revisions."
 )
 EDITOR_PERSONA = (
-    "You are a skilled writer who revises answers. You apply the requested revisions faithfully "
-    "and return nothing but the revised answer."
+    "Your role: a skilled writer who revises answers. You apply the requested revisions "
+    "faithfully and return nothing but the revised answer."
 )
 JUDGE_PERSONA = (
-    "You are an impartial judge of AI assistant answers. You compare answers on helpfulness, "
-    "relevance, accuracy and level of detail, and you are not swayed by their order or length."
+    "Your role: an impartial judge. You compare answers on helpfulness, relevance, accuracy and "
+    "level of detail, and you are not swayed by their order or length."
 )
 
 ADVOCATE_TASK = (
-    _TURN + "Answer under review:\n{response}\n\n"
-    "Argue that this answer is correct and useful. List its strongest points, one per line, "
-    "each with the reason it matters. Be brief."
+    "Argue that the answer under review is correct and useful. List its strongest points, one "
+    "per line, each with the reason it matters. Be brief."
 )
 CRITIC_TASK = (
-    _TURN + "Answer under review:\n{response}\n\n"
-    "Argue that this answer can be improved. List its weaknesses, one per line, each with a "
-    "concrete fix. Be brief."
+    "Argue that the answer under review can be improved. List its weaknesses, one per line, "
+    "each with a concrete fix. Be brief."
 )
 REBUTTAL_TASK = (
     "The other reviewer wrote this review of the same answer:\n{other_review}\n\n"
@@ -53,7 +62,6 @@ REBUTTAL_TASK = (
     "that are right, even where they contradict your own review."
 )
 ADVISOR_TASK = (
-    _TURN + "Answer under review:\n{response}\n\n"
     "Review in favour of the answer:\n{advocate_review}\n\n"
     "Review against the answer:\n{critic_review}\n\n"
     "Reply of the reviewer in favour:\n{advocate_rebuttal}\n\n"
@@ -64,53 +72,55 @@ ADVISOR_TASK = (
 )
 # The paper's simpler pipelines (ablations): an advisor without the debate, an editor from scratch.
 ADVISOR_DIRECT_TASK = (
-    _TURN + "Answer under review:\n{response}\n\n"
-    "Write at most three concrete suggestions for improving the answer, one per line, each "
-    "starting with '- '. Write nothing else."
+    "Write at most three concrete suggestions for improving the answer under review, one per "
+    "line, each starting with '- '. Write nothing else."
 )
 ADVISOR_BLIND_TASK = (
-    _TURN + "Before anyone answers this instruction, write at most three concrete suggestions for "
-    "what an excellent answer must do, one per line, each starting with '- '. Write nothing else."
+    "Before anyone answers this instruction, write at most three concrete suggestions for what "
+    "an excellent answer must do, one per line, each starting with '- '. Write nothing else."
 )
-EDITOR_WRITE_TASK = _TURN + "Write the best answer to this instruction. Reply with the answer only, without any preamble."
+EDITOR_WRITE_TASK = "Write the best answer to this instruction. Reply with the answer only, without any preamble."
 
 EDITOR_TASK = (
-    _TURN + "Current answer:\n{response}\n\n"
     "Suggestions:\n{suggestions}\n\n"
-    "Rewrite the answer following the suggestions. Skip any suggestion you cannot carry out. "
-    "Reply with the new answer only, without any preamble or comment."
+    "Rewrite the answer under review following the suggestions. Skip any suggestion you cannot "
+    "carry out. Reply with the new answer only, without any preamble or comment."
 )
+# The judge reads no "answer under review": that block would tell it which answer is the old one.
 JUDGE_COMPARE_TASK = (
-    _TURN + "[Answer A]\n{response_a}\n[End of answer A]\n\n"
+    "[Answer A]\n{response_a}\n[End of answer A]\n\n"
     "[Answer B]\n{response_b}\n[End of answer B]\n\n"
     "Which answer serves the instruction better? On the first line write only A, B or tie. "
     "Then explain your choice in a few sentences."
 )
 JUDGE_SCORE_TASK = (
-    _TURN + "[Answer A]\n{response_a}\n[End of answer A]\n\n"
+    "[Answer A]\n{response_a}\n[End of answer A]\n\n"
     "[Answer B]\n{response_b}\n[End of answer B]\n\n"
     "Rate each answer from 1 to 10. On the first line write only the two scores, for A then "
     "for B, separated by a space. Then explain your scores in a few sentences."
 )
 
-_TASK_FIELDS = frozenset({"context", "instruction"})
+_SHARED_FIELDS = frozenset({"context", "instruction", "response"})
+_DEBATE = frozenset({"advocate_review", "critic_review", "advocate_rebuttal", "critic_rebuttal"})
 TEMPLATE_FIELDS: Mapping[str, frozenset[str]] = {
+    "system": frozenset(),
+    "instruction_block": frozenset({"context", "instruction"}),
+    "answer_block": frozenset({"response"}),
     "advocate_persona": frozenset(),
     "critic_persona": frozenset(),
     "advisor_persona": frozenset(),
     "editor_persona": frozenset(),
     "judge_persona": frozenset(),
-    "advocate_task": _TASK_FIELDS | {"response"},
-    "critic_task": _TASK_FIELDS | {"response"},
+    "advocate_task": frozenset(),
+    "critic_task": frozenset(),
     "rebuttal_task": frozenset({"other_review"}),
-    "advisor_task": _TASK_FIELDS
-    | {"response", "advocate_review", "critic_review", "advocate_rebuttal", "critic_rebuttal"},
-    "advisor_direct_task": _TASK_FIELDS | {"response"},
-    "advisor_blind_task": _TASK_FIELDS,
-    "editor_task": _TASK_FIELDS | {"response", "suggestions"},
-    "editor_write_task": _TASK_FIELDS,
-    "judge_compare_task": _TASK_FIELDS | {"response_a", "response_b"},
-    "judge_score_task": _TASK_FIELDS | {"response_a", "response_b"},
+    "advisor_task": _DEBATE,
+    "advisor_direct_task": frozenset(),
+    "advisor_blind_task": frozenset(),
+    "editor_task": frozenset({"suggestions"}),
+    "editor_write_task": frozenset(),
+    "judge_compare_task": frozenset({"response_a", "response_b"}),
+    "judge_score_task": frozenset({"response_a", "response_b"}),
 }
 
 
@@ -118,6 +128,9 @@ TEMPLATE_FIELDS: Mapping[str, frozenset[str]] = {
 class Prompts:
     """All templates of one run. Override any of them by keyword: `Prompts(editor_task=...)`."""
 
+    system: str = SYSTEM
+    instruction_block: str = INSTRUCTION_BLOCK
+    answer_block: str = ANSWER_BLOCK
     advocate_persona: str = ADVOCATE_PERSONA
     critic_persona: str = CRITIC_PERSONA
     advisor_persona: str = ADVISOR_PERSONA
@@ -145,9 +158,10 @@ class Prompts:
                 raise ConfigError(f"Prompt template {name!r} is not a valid format string: {err}") from err
             unknown = used - allowed
             if unknown:
+                shared = " The instruction and the answer under review already open every request (templates 'instruction_block' and 'answer_block')." if unknown & _SHARED_FIELDS and name not in ("instruction_block", "answer_block") else ""
                 raise ConfigError(
                     f"Prompt template {name!r} uses unknown field(s) {sorted(unknown)}; "
-                    f"it may use {sorted(allowed) or 'no fields'} (write '{{{{' for a literal brace)."
+                    f"it may use {sorted(allowed) or 'no fields'} (write '{{{{' for a literal brace).{shared}"
                 )
 
     @classmethod

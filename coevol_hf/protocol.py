@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import re
 from typing import Awaitable, Protocol, Sequence, TypeVar
 
@@ -37,9 +38,10 @@ class Reply:
 
 
 class Chat(Protocol):
-    """One LLM call. `schema` asks for JSON of that shape where the server can enforce it."""
+    """One LLM call. `schema` asks for JSON of that shape where the server can enforce it;
+    `affinity` names the row, so that its calls (which share a prompt prefix) can go to one replica."""
 
-    async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None) -> Reply: ...
+    async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None, affinity: str | None = None) -> Reply: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +56,7 @@ class RefinedConversation:
 
 async def refine_conversation(conversation: Conversation, options: CoEvolOptions, chat: Chat) -> RefinedConversation:
     """Refine every assistant turn in order; later turns see the already refined earlier ones."""
-    metered = _Metered(chat)
+    metered = _Metered(chat, _affinity(conversation))
     turns: list[Turn] = []
     for index, exchange in enumerate(conversation.exchanges):
         window = range(max(0, index - options.context_turns), index) if options.context_turns else range(0)
@@ -101,7 +103,7 @@ async def _single_pass(chat: Chat, options: CoEvolOptions, fields: dict[str, str
     """The paper's simpler pipelines: one pass, no judge; a usable edit replaces the response."""
     prompts = options.prompts
     if options.pipeline == "edit":
-        reply = await _edit(chat, prompts, "editor_write_task", fields)
+        reply = await chat(ask(prompts, "editor", "editor_write_task", fields))
         draft = _with_edit(Round(1), reply, response=None)
     elif options.pipeline == "advise_edit_blind":
         draft = await _advise_and_edit(chat, prompts, fields, response, "advisor_blind_task", {}, Round(1))
@@ -122,10 +124,8 @@ async def _debate_advise_edit(chat: Chat, prompts: Prompts, fields: dict[str, st
 async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str) -> tuple[Debate, tuple[str, ...]]:
     """Two reviewers, for and against; then each weighs the other's review."""
 
-    def opening(persona: str, task: str) -> list[Message]:
-        return [_system(prompts.render(persona)), _user(prompts.render(task, **fields, response=response))]
-
-    advocate, critic = opening("advocate_persona", "advocate_task"), opening("critic_persona", "critic_task")
+    advocate = ask(prompts, "advocate", "advocate_task", fields, response=response)
+    critic = ask(prompts, "critic", "critic_task", fields, response=response)
     advocate_review, critic_review = await gather_or_cancel(chat(advocate), chat(critic))
     advocate_rebuttal, critic_rebuttal = await gather_or_cancel(
         chat([*advocate, _assistant(advocate_review.text), _user(prompts.render("rebuttal_task", other_review=critic_review.text))]),
@@ -138,18 +138,14 @@ async def _debate(chat: Chat, prompts: Prompts, fields: dict[str, str], response
 
 async def _advise_and_edit(chat: Chat, prompts: Prompts, fields: dict[str, str], response: str, advisor_task: str, seen: dict[str, str], draft: Round) -> Round:
     """The advisor's suggestions (from what `seen` shows it), then the editor's revision of `response`."""
-    advice = await chat([_system(prompts.render("advisor_persona")), _user(prompts.render(advisor_task, **fields, **seen))])
+    advice = await chat(ask(prompts, "advisor", advisor_task, fields, **seen))
     suggestions = parse_suggestions(advice.text)
     draft = dataclasses.replace(draft, advice=advice.text, suggestions=tuple(suggestions), cut_off=draft.cut_off + (("advice",) if advice.cut_off else ()))
     if not suggestions:
         return dataclasses.replace(draft, stop="no_suggestions")
     listed = "\n".join(f"- {s}" for s in suggestions)
-    reply = await _edit(chat, prompts, "editor_task", fields, response=response, suggestions=listed)
+    reply = await chat(ask(prompts, "editor", "editor_task", fields, response=response, suggestions=listed))
     return _with_edit(draft, reply, response=response)
-
-
-async def _edit(chat: Chat, prompts: Prompts, task: str, fields: dict[str, str], **extra: str) -> Reply:
-    return await chat([_system(prompts.render("editor_persona")), _user(prompts.render(task, **fields, **extra))])
 
 
 def _with_edit(draft: Round, reply: Reply, *, response: str | None) -> Round:
@@ -170,7 +166,7 @@ async def judge_both_orders(chat: Chat, prompts: Prompts, mode: JudgeMode, field
     schema = COMPARE_SCHEMA if mode == "compare" else SCORE_SCHEMA
 
     def judge(a: str, b: str) -> Awaitable[Reply]:
-        return chat([_system(prompts.render("judge_persona")), _user(prompts.render(judge_task, **fields, response_a=a, response_b=b))], schema=schema)
+        return chat(ask(prompts, "judge", judge_task, fields, response_a=a, response_b=b), schema=schema)
 
     old_first, new_first = await gather_or_cancel(judge(old, new), judge(new, old))
     decision = merge(
@@ -210,17 +206,34 @@ async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
         raise
 
 
-class _Metered:
-    """Counts calls and tokens of one conversation for its trace."""
+def _affinity(conversation: Conversation) -> str:
+    """A name for the conversation, the same for all its calls: they share prompt openings."""
+    opening = f"{conversation.system}\n{conversation.exchanges[0].user if conversation.exchanges else ''}"
+    return hashlib.blake2b(opening.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
-    def __init__(self, chat: Chat) -> None:
+
+class _Metered:
+    """One conversation's calls: counts their calls and tokens for its trace, names their row."""
+
+    def __init__(self, chat: Chat, affinity: str) -> None:
         self._chat = chat
+        self._affinity = affinity
         self.usage = Usage()
 
-    async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None) -> Reply:
-        reply = await self._chat(messages, schema=schema)
+    async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None, affinity: str | None = None) -> Reply:
+        reply = await self._chat(messages, schema=schema, affinity=affinity or self._affinity)
         self.usage.add(Usage(1, reply.prompt_tokens, reply.completion_tokens, reply.cached_tokens))
         return reply
+
+
+def ask(prompts: Prompts, role: str, task: str, fields: dict[str, str], *, response: str | None = None, **task_fields: str) -> list[Message]:
+    """One call's messages: what the calls of a row share first (so that the server reads it from
+    its prefix cache), then the role's persona and task. `response` is the answer under review."""
+    opening = prompts.render("instruction_block", **fields)
+    if response is not None:
+        opening += prompts.render("answer_block", response=response)
+    task_text = prompts.render(task, **task_fields)
+    return [_system(prompts.render("system")), _user(f"{opening}{prompts.render(role + '_persona')}\n\n{task_text}")]
 
 
 def _system(text: str) -> Message:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .formats import REFINED
-from .stats import RunStats, compute_stats
+from .stats import RunStats, cached_share, compute_stats
 from .story import describe_verdict, explain
 from .trace import Round, RunInfo, Trace, Turn
 
@@ -228,6 +228,7 @@ def _run_html(stats: RunStats, run: RunInfo | None) -> str:
     settings = [("model", run.model), ("coevol-hf", f"{run.coevol_hf_version} ({run.implementation[:12]})"), ("prompt templates", f"sha256 {run.prompts_sha256[:12]}")]
     settings += [(name, json.dumps(value)) for name, value in run.options.items() if not isinstance(value, (Mapping, list))]
     settings += [("LLM calls", f"{stats.llm_calls:,}"), ("tokens (prompt, completion)", f"{stats.prompt_tokens:,}, {stats.completion_tokens:,}")]
+    settings += [("prompt tokens from the server's prefix cache", f"{stats.cached_tokens:,} ({cached_share(stats)})")]
     cells = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>" for name, value in settings)
     return f'<details class="run"><summary>How this data was made</summary><table>{cells}</table></details>'
 

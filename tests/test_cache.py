@@ -67,7 +67,7 @@ def test_pinned_model_rerun_makes_no_request_at_all(server: TGIServer, data_file
         {"max_new_tokens": 77},
         {"seed": 7},
         {"structured_judge": False},
-        {"prompts": {"editor_task": "Current answer:\n{response}\n\nSuggestions:\n{suggestions}\n\nRewrite it."}},
+        {"prompts": {"editor_task": "Suggestions:\n{suggestions}\n\nRewrite it."}},
     ],
 )
 def test_options_that_change_outputs_change_the_fingerprint(server: TGIServer, data_file: Path, tmp_path: Path, changed: dict) -> None:

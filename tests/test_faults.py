@@ -184,11 +184,16 @@ def test_429s_lower_the_concurrency_instead_of_hammering(tmp_path: Path) -> None
 # -- several endpoints ---------------------------------------------------------------------------
 
 
-def test_requests_spread_over_replicas(tmp_path: Path) -> None:
-    rows = alpaca_rows(6)
+def test_requests_spread_over_replicas_and_each_row_keeps_to_one(tmp_path: Path) -> None:
+    rows = alpaca_rows(16)
     with TGIServer(delay=0.02) as a, TGIServer(delay=0.02) as b:
         out = refine([a.url, b.url], rows)
-        assert len(a.calls) > 10 and len(b.calls) > 10 and len(a.calls) + len(b.calls) == 6 * 8
+        assert len(a.calls) > 20 and len(b.calls) > 20 and len(a.calls) + len(b.calls) == 16 * 8
+        # Every call of a row opens with its instruction: count where each row's calls went.
+        per_row = [collections.Counter(name for name, server in (("a", a), ("b", b)) for call in server.calls if row["instruction"] in call.messages[1]["content"]) for row in rows]
+    assert all(sum(counts.values()) == 8 for counts in per_row)
+    on_the_rows_replica = sum(max(counts.values()) for counts in per_row)
+    assert on_the_rows_replica >= 0.85 * 16 * 8  # least-in-flight alone alternates: about half
     assert out.to_list() == clean_run(rows, tmp_path).to_list()
 
 

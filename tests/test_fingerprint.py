@@ -23,7 +23,7 @@ def test_connection_options_do_not_enter_the_fingerprint() -> None:
     base = CoEvol(endpoint="http://127.0.0.1:1", model="m")
     same = CoEvol(endpoint=["http://127.0.0.1:2", "http://127.0.0.1:3"], model="m", token="secret", max_concurrency=3, timeout=5, max_retries=0, cache_dir="/tmp/x")
     assert Hasher.hash(base) == Hasher.hash(same)
-    for changed in ({"max_rounds": 2}, {"judge_mode": "score"}, {"seed": 1}, {"model_revision": "abc"}, {"prompts": {"editor_task": "Fix: {response}"}}, {"format": "alpaca"}):
+    for changed in ({"max_rounds": 2}, {"judge_mode": "score"}, {"seed": 1}, {"model_revision": "abc"}, {"prompts": {"editor_task": "Fix: {suggestions}"}}, {"format": "alpaca"}):
         assert Hasher.hash(CoEvol(model="m", **changed)) != Hasher.hash(base), changed
 
 

@@ -34,7 +34,7 @@ def refined_dir(tmp_path: Path) -> Path:
     rows[2]["output"] = ""
     source = tmp_path / "seed_tasks.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with TGIServer() as server:
+    with TGIServer(prefix_cache=True) as server:
         assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--endpoint", server.url, "--max-rounds", "2"]) == 0
     return tmp_path / "out"
 
@@ -94,10 +94,12 @@ def test_push_to_a_fresh_repo(refined_dir: Path) -> None:
     improved = sum(1 for r in rows if r["coevol_error"] is None and any(r["coevol_rounds"]))
     errors = sum(1 for r in rows if r["coevol_error"] is not None)
     calls = sum(json.loads(r["coevol_trace"])["usage"]["calls"] for r in rows if r["coevol_trace"])
+    prompt, cached = (sum(json.loads(r["coevol_trace"])["usage"][key] for r in rows if r["coevol_trace"]) for key in ("prompt_tokens", "cached_tokens"))
     assert (improved, errors) == (3, 1)
     assert "| rows | 4 |" in body and f"| rows improved | {improved} (75.0%) |" in body
     assert "| rows left unrefined, by reason | input: 1 |" in body and f"| LLM calls | {calls} |" in body
     assert "| accepted edits per turn (edits: turns) | 2: 3 |" in body
+    assert cached > 0 and f"| prompt tokens the server read from its prefix cache | {cached} ({cached / prompt:.0%}) |" in body
     refined_rows = [r for r in rows if r["coevol_error"] is None]
     before, after = sum(len(r["coevol_original"][0]) for r in refined_rows), sum(len(r["output"]) for r in refined_rows)
     assert f"| response length in characters, before → after | {before} → {after} |" in body
@@ -319,7 +321,7 @@ print(push_to_hub(kept, "me/filtered", token={TOKEN!r}))
         config = json.loads(hub.repos["me/filtered"].files["coevol_config.json"])
     assert "| rows | 3 |" in body and "| rows left unrefined, by reason | none |" in body
     assert "Model: `test-org/test-model@0123abcd`, served by Text Generation Inference 3.3.6" in body and "| `max_rounds` | `2` |" in body
-    assert "All 15 templates are in `coevol_config.json`" in body and "Source: not recorded." in body
+    assert f"All {len(TEMPLATE_FIELDS)} templates are in `coevol_config.json`" in body and "Source: not recorded." in body
     run_keys = ["coevol_hf_version", "implementation", "model", "server", "options", "prompts_sha256"]
     assert {k: config[k] for k in run_keys} == {k: local[k] for k in run_keys} and config["prompts_complete"] is True
     assert metadata["pretty_name"] == "CoEvol-refined responses"

@@ -17,7 +17,7 @@ NEW_ANSWER = "A fresh answer written from the instruction alone."
 
 def script(call: Call) -> str:
     """The default script; the from-scratch editor (no answer to revise) writes NEW_ANSWER."""
-    if call.role == "editor" and "Current answer:" not in call.task:
+    if call.role == "editor" and "Answer under review:" not in call.task:
         return NEW_ANSWER
     return default_script(call)
 

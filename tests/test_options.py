@@ -20,6 +20,7 @@ from coevol_hf import CoEvol, ConfigError, Prompts
         ({"columns": {"answer": "x"}}, r"Unknown column role\(s\) \['answer'\]"),
         ({"prompts": {"judge": "x"}}, r"Unknown prompt template\(s\) \['judge'\]"),
         ({"prompts": {"editor_task": "Fix {respnse}"}}, r"unknown field\(s\) \['respnse'\]"),
+        ({"prompts": {"editor_task": "Fix {response}: {suggestions}"}}, r"the answer under review already open every request \(templates 'instruction_block'"),
     ],
 )
 def test_bad_options(options, message) -> None:
@@ -33,6 +34,6 @@ def test_unknown_fn_kwargs_are_refused() -> None:
 
 
 def test_prompt_overrides_are_used() -> None:
-    prompts = Prompts(editor_task="Improve: {response}\nUsing: {suggestions}")
-    assert CoEvol(prompts=prompts).options.prompts.editor_task.startswith("Improve:")
-    assert CoEvol(prompts={"editor_task": "Improve: {response}"}).options.prompts.editor_task == "Improve: {response}"
+    prompts = Prompts(editor_task="Improve it using: {suggestions}")
+    assert CoEvol(prompts=prompts).options.prompts.editor_task.startswith("Improve it")
+    assert CoEvol(prompts={"editor_task": "Improve: {suggestions}"}).options.prompts.editor_task == "Improve: {suggestions}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 
 from coevol_hf.client.pool import Endpoint, EndpointPool, Outcome
@@ -58,3 +59,67 @@ def test_callers_wait_for_room_and_never_exceed_the_limit() -> None:
         return peak
 
     assert asyncio.run(scenario()) == 3
+
+
+def replicas(count: int, max_concurrency: int = 64) -> EndpointPool:
+    server = ServerInfo(kind="tgi", model_id="m")
+    endpoints = [Endpoint(Target(f"http://127.0.0.1:{8000 + i}", {}), server, max_concurrency) for i in range(count)]
+
+    async def probe(endpoint: Endpoint) -> ServerInfo:
+        return server
+
+    return EndpointPool(endpoints, probe=probe)
+
+
+def test_the_calls_of_a_row_go_to_one_replica_and_rows_spread_over_all() -> None:
+    async def scenario() -> dict[str, set[str]]:
+        pool = replicas(3)
+        seen: dict[str, set[str]] = {}
+        for row in range(300):
+            for _ in range(8):  # one call at a time: every replica always has room
+                endpoint = await pool.acquire(f"row {row}")
+                seen.setdefault(f"row {row}", set()).add(endpoint.url)
+                pool.release(endpoint, Outcome.OK, time.monotonic())
+        return seen
+
+    seen = asyncio.run(scenario())
+    assert all(len(urls) == 1 for urls in seen.values())
+    per_replica = collections.Counter(url for urls in seen.values() for url in urls)
+    assert len(per_replica) == 3 and min(per_replica.values()) > 60  # 100 expected each
+
+
+def test_a_replica_going_down_moves_only_its_own_rows() -> None:
+    async def scenario() -> tuple[dict[str, str], dict[str, str], str]:
+        pool = replicas(3)
+
+        async def placement() -> dict[str, str]:
+            placed = {}
+            for row in range(90):
+                endpoint = await pool.acquire(f"row {row}")
+                placed[f"row {row}"] = endpoint.url
+                pool.release(endpoint, Outcome.OK, time.monotonic())
+            return placed
+
+        before = await placement()
+        gone = pool.endpoints[0]
+        gone.up = False
+        after = await placement()
+        pool.close()
+        return before, after, gone.url
+
+    before, after, gone = asyncio.run(scenario())
+    assert all(after[row] == url for row, url in before.items() if url != gone)
+    assert gone not in after.values()
+
+
+def test_a_busy_row_replica_hands_calls_to_the_least_loaded() -> None:
+    async def scenario() -> list[int]:
+        pool = replicas(2)
+        taken = [await pool.acquire("one hot row") for _ in range(20)]  # twenty calls of one row in flight at once
+        in_flight = sorted(e.in_flight for e in pool.endpoints)
+        for endpoint in taken:
+            pool.release(endpoint, Outcome.OK, time.monotonic())
+        return in_flight
+
+    # Bounded loads: the row's replica takes at most a quarter over an even share (13 of 20).
+    assert asyncio.run(scenario()) == [7, 13]

@@ -26,8 +26,8 @@ class ScriptedChat:
     def __init__(self, cut: set[str] = frozenset(), judge: str | None = None) -> None:
         self.cut, self.judge, self.roles = cut, judge, []
 
-    async def __call__(self, messages, *, schema=None) -> Reply:
-        role = ROLES[messages[0]["content"]]
+    async def __call__(self, messages, *, schema=None, affinity=None) -> Reply:
+        role = next(role for persona, role in ROLES.items() if persona in messages[1]["content"])
         self.roles.append(role)
         # By default the judge prefers the edit, in whichever position it is shown.
         prefer_edit = json.dumps({"better": "B" if "[Answer A]\nBlue." in messages[1]["content"] else "A", "reason": "fuller"})

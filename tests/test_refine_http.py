@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
 
 import pytest
 from conftest import alpaca_rows
 from datasets import Dataset
-from tgi_server import Call, Error, TGIServer, default_script, prefer_longer
+from tgi_server import PERSONA_ROLES, Call, Error, TGIServer, default_script, prefer_longer
 
 from coevol_hf import CoEvol, EndpointError, InputFormatError, coevol_refine
+from coevol_hf.stats import compute_stats, format_stats
 
 
 def judge_with(verdict):
@@ -145,6 +147,37 @@ def test_calls_of_a_round_see_the_right_context(server: TGIServer) -> None:
     assert {first, second} == {(row["output"], edit), (edit, row["output"])}
     assert all(c.body["response_format"]["type"] == "json" for c in by_role["judge"])
     assert all("response_format" not in c.body for c in server.calls if c.role != "judge")
+
+
+def test_the_calls_of_a_round_open_with_what_they_share(server: TGIServer) -> None:
+    """Servers reuse the KV cache of a byte-identical prompt prefix, so what the calls of a row
+    share comes first and each role's persona after it; the judge is not told which answer is old."""
+    row = alpaca_rows(1)[0]
+    refine(server, [row], max_rounds=1)
+    opening = {call.role: call.messages[0]["content"] + "\n" + call.messages[1]["content"] for call in server.calls}
+    assert len(opening) == 7  # advocate, critic, both rebuttals, advisor, editor, judge
+
+    reviewers = os.path.commonprefix([text for role, text in opening.items() if role != "judge"])
+    for text in (row["instruction"], row["input"], row["output"]):
+        assert text in reviewers
+    assert not any(persona in reviewers for persona in PERSONA_ROLES)
+
+    everyone = os.path.commonprefix(list(opening.values()))
+    assert row["instruction"] in everyone and row["input"] in everyone and row["output"] not in everyone
+    judges = [call.messages[1]["content"] for call in server.calls if call.role == "judge"]
+    assert next(p for p, role in PERSONA_ROLES.items() if role == "judge") in os.path.commonprefix(judges)
+    assert not any("Answer under review" in j for j in judges)
+
+
+def test_a_prefix_caching_server_reads_most_of_the_prompts_from_its_cache() -> None:
+    rows = alpaca_rows(4)
+    with TGIServer(prefix_cache=True) as server:
+        out = refine(server, rows, max_rounds=2)
+    usage = [only_trace(row)["usage"] for row in out]
+    prompt, cached = sum(u["prompt_tokens"] for u in usage), sum(u["cached_tokens"] for u in usage)
+    assert cached >= 0.5 * prompt, f"{cached} of {prompt} prompt tokens from the cache"
+    summary = format_stats(compute_stats(out))
+    assert f"tokens: {prompt} prompt ({cached / prompt:.0%} from the server's prefix cache)" in summary
 
 
 def test_stages_run_in_the_declared_order(server: TGIServer) -> None:

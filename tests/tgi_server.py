@@ -1,6 +1,6 @@
 """An in-process HTTP server on 127.0.0.1 that speaks TGI's routes and error bodies.
 
-Replies come from a script: a function of the agent role (recognised from the system prompt)
+Replies come from a script: a function of the agent role (recognised from its persona)
 and the parsed request, so tests can steer each path of the algorithm (accept, reject, tie,
 unreadable verdicts, server errors, hangs, answers cut at `max_new_tokens`, bodies trickled a
 byte at a time) and then check what the server received, headers included. Like TGI with
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import re
 import ssl
 import threading
@@ -56,11 +57,11 @@ class Call:
 
     @property
     def role(self) -> str:
-        """The agent role, stage-2 debaters named `<role>_rebuttal`."""
+        """The agent role, recognised from its persona; stage-2 debaters are `<role>_rebuttal`."""
         if "messages" in self.body:
-            system = self.messages[0]["content"] if self.messages and self.messages[0]["role"] == "system" else ""
-            role = PERSONA_ROLES.get(system, "unknown")
-            return f"{role}_rebuttal" if role in ("advocate", "critic") and len(self.messages) > 2 else role
+            users = [m["content"] for m in self.messages if m["role"] == "user"]
+            role = next((role for persona, role in PERSONA_ROLES.items() if users and persona in users[0]), "unknown")
+            return f"{role}_rebuttal" if role in ("advocate", "critic") and len(users) > 1 else role
         prompt = self.body.get("inputs", "")
         return next((role for persona, role in PERSONA_ROLES.items() if persona in prompt), "unknown")
 
@@ -77,8 +78,9 @@ class Call:
         return a.group(1), b.group(1)
 
     def response_under_review(self) -> str:
-        match = re.search(r"(?:Answer under review|Current answer):\n(.*?)\n\n(?:Argue that|Suggestions:|Review in favour|Write at most)", self.task, re.S)
-        assert match, f"no answer in: {self.task[:200]}"
+        opening = next((m["content"] for m in self.messages if m["role"] == "user"), self.body.get("inputs", ""))
+        match = re.search(r"Answer under review:\n(.*?)\n\nYour role:", opening, re.S)
+        assert match, f"no answer in: {opening[:200]}"
         return match.group(1)
 
 
@@ -152,6 +154,7 @@ class TGIServer(ThreadedServer):
         max_concurrent_requests: Any = 128,
         other_models: tuple[str, ...] = (),
         ssl_context: ssl.SSLContext | None = None,
+        prefix_cache: bool = False,
     ) -> None:
         super().__init__(ssl_context)
         self.script = script
@@ -173,6 +176,9 @@ class TGIServer(ThreadedServer):
         self.peak_in_flight = 0
         self.dead = False
         self.healthy = True  # what GET /health says (TGI: 503 when the model cannot generate)
+        # Report cached prompt tokens as vLLM and llama.cpp do, from an unbounded prefix cache.
+        self.prefix_cache = prefix_cache
+        self._seen_prompts: list[str] = []
         self._held: asyncio.Event | None = None
         self._lock = threading.Lock()
 
@@ -288,9 +294,12 @@ class TGIServer(ThreadedServer):
         if isinstance(outcome, Error):
             return self._answer(call, _error_response(outcome))
         answer = outcome if isinstance(outcome, (Answer, Trickle)) else Answer(outcome)
-        usage: dict[str, Any] = {"prompt_tokens": len(json.dumps(call.messages)) // 4, "completion_tokens": len(answer.text) // 4, "total_tokens": 0}
+        prompt = "".join(f"<|{m['role']}|>{m['content']}" for m in call.messages)
+        usage: dict[str, Any] = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(answer.text) // 4, "total_tokens": 0}
         if isinstance(answer, Answer) and answer.cached_tokens is not None:
             usage["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens}
+        elif self.prefix_cache:
+            usage["prompt_tokens_details"] = {"cached_tokens": self._cached_prefix(prompt, answer.text)}
         # A vLLM-like server names the model asked for; TGI (asked for "tgi") its model_id.
         model = call.body.get("model") if self.kind != "tgi" and call.body.get("model") in (self.model_id, *self.other_models) else self.model_id
         body = {
@@ -318,6 +327,14 @@ class TGIServer(ThreadedServer):
             return response
         self._answer(call, response)
         return response
+
+    def _cached_prefix(self, prompt: str, answer: str) -> int:
+        """Tokens (of 4 characters) at the start of `prompt` that a prompt or answer seen before
+        already covered: what a server with an unbounded prefix cache would not read again."""
+        with self._lock:
+            longest = max((len(os.path.commonprefix([prompt, seen])) for seen in self._seen_prompts), default=0)
+            self._seen_prompts.append(f"{prompt}<|assistant|>{answer}")
+        return longest // 4
 
     def _answer(self, call: Call, response: web.Response) -> web.Response:
         with self._lock:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import hashlib
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:  # server.py imports this module through http.py
 logger = logging.getLogger(__name__)
 
 _FAILURES_BEFORE_CHECK = 3
+_LOAD_BOUND = 1.25  # a row's endpoint may hold this much over an even share of the calls in flight
 _PROBE_INTERVAL = (1.0, 30.0)  # first and longest wait between probes of a down endpoint
 
 
@@ -81,12 +84,15 @@ class EndpointPool:
     def any_up(self) -> bool:
         return any(e.up for e in self.endpoints)
 
-    async def acquire(self) -> Endpoint | None:
-        """The endpoint for the next call, waiting for room; None when every endpoint is down."""
+    async def acquire(self, affinity: str | None = None) -> Endpoint | None:
+        """The endpoint for the next call, waiting for room; None when every endpoint is down.
+
+        `affinity` names the call's row: its endpoint is preferred while it has room."""
         while True:
             candidates = [e for e in self.endpoints if e.has_room]
             if candidates:
-                endpoint = min(candidates, key=lambda e: e.in_flight)
+                preferred = self._preferred(affinity) if affinity is not None and len(self.endpoints) > 1 else None
+                endpoint = preferred if preferred is not None and self._may_take(preferred) else min(candidates, key=lambda e: e.in_flight)
                 endpoint.in_flight += 1
                 return endpoint
             if not self.any_up:
@@ -123,6 +129,17 @@ class EndpointPool:
                 self._checking.add(endpoint.url)
                 self._spawn(self._check(endpoint))
         self._wake(1 + max(0, int(endpoint.limit) - before))
+
+    def _preferred(self, affinity: str) -> Endpoint | None:
+        """The row's endpoint among those up: the highest hash of (affinity, URL)."""
+        up = [e for e in self.endpoints if e.up]
+        return max(up, key=lambda e: hashlib.blake2b(f"{e.url}\n{affinity}".encode(), digest_size=8).digest(), default=None)
+
+    def _may_take(self, endpoint: Endpoint) -> bool:
+        """Room within its own limit and within the bound on its share of the calls in flight."""
+        up = [e for e in self.endpoints if e.up]
+        bound = math.ceil(_LOAD_BOUND * (sum(e.in_flight for e in up) + 1) / len(up))
+        return endpoint.has_room and endpoint.in_flight + 1 <= bound
 
     def close(self) -> None:
         """Stop checking down endpoints: the session is closing, or was probed again."""

@@ -129,8 +129,9 @@ class ClientSession:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def __call__(self, messages: Sequence[dict[str, str]], *, schema: dict | None = None) -> Reply:
-        """From the request cache when answered before, else over HTTP.
+    async def __call__(self, messages: Sequence[dict[str, str]], *, schema: dict | None = None, affinity: str | None = None) -> Reply:
+        """From the request cache when answered before, else over HTTP; `affinity` (the row)
+        sends calls that share a prompt prefix to the same replica.
 
         Raises `RowError` for a call that finally failed, `EndpointError` to stop the run.
         """
@@ -143,7 +144,7 @@ class ClientSession:
                 self.cache_hits += 1
                 return cached
             self.cache_misses += 1
-        reply = await self._send(live, body)
+        reply = await self._send(live, body, affinity)
         if key is not None:
             self._cache.put(key, {"text": reply.text, "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens, "cached_tokens": reply.cached_tokens, "cut_off": reply.cut_off})
         return reply
@@ -171,12 +172,12 @@ class ClientSession:
         self._live = _Live(loop, self._generation, server, RequestFormat(self.sampling, server), EndpointPool(endpoints, self._recheck), headers)
         return self._live
 
-    async def _send(self, live: _Live, body: bytes) -> Reply:
-        """The one retry routine: the least busy endpoint, again after transient failures."""
+    async def _send(self, live: _Live, body: bytes, affinity: str | None) -> Reply:
+        """The one retry routine: the row's endpoint or the least busy, again after transient failures."""
         retries = self.connection.max_retries
         failure: Failure | None = None
         for attempt in range(retries + 1):
-            endpoint = await live.pool.acquire()
+            endpoint = await live.pool.acquire(affinity)
             if endpoint is None:
                 failure = failure or Failure("connection", "no endpoint is up", Outcome.REFUSED)
             else:
