@@ -1,9 +1,11 @@
 """How much of CoEvol's prompt reading the server's prefix cache saves, on the real local model.
 
-    python benchmarks/prefix_cache.py [--rows 8] [--replicas 1|2] [--max-new-tokens 96]
+    python benchmarks/prefix_cache.py [--rows 8] [--data seed-tasks|mt-bench] [--replicas 1|2]
+                                      [--max-new-tokens 96] [--judge-pairs 16] [--parallel 4]
 
-Refines the first N Self-Instruct seed tasks (one round each) on llama.cpp serving SmolLM2-135M,
-with one server or two servers as replicas. A recording proxy on 127.0.0.1 sits in front of
+Refines the first N Self-Instruct seed tasks, or two-turn MT-Bench conversations with GPT-4's
+answers (one round per turn), on llama.cpp serving SmolLM2-135M, with one server or two servers
+as replicas. A recording proxy on 127.0.0.1 sits in front of
 each server and keeps, for every answer, what the server itself reports: prompt tokens, prompt
 tokens it took from its cache (`usage.prompt_tokens_details.cached_tokens`) and the milliseconds
 it spent evaluating the rest of the prompt (`timings.prompt_ms`). Also reports the judge's
@@ -35,12 +37,23 @@ from coevol_hf.prompts import Prompts
 from coevol_hf.stats import compute_stats
 from coevol_hf.trace import Trace
 
-SEED_TASKS = Path(__file__).resolve().parents[1] / "tests" / "data" / "self_instruct_seed_tasks.jsonl"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+SEED_TASKS = DATA / "self_instruct_seed_tasks.jsonl"
 
 
 def rows(n: int) -> list[dict]:
     tasks = [json.loads(line) for line in SEED_TASKS.read_text().splitlines()[:n]]
     return [{"instruction": t["instruction"], "input": t["instances"][0]["input"], "output": t["instances"][0]["output"]} for t in tasks]
+
+
+def mt_bench_rows(n: int) -> list[dict]:
+    """The first N MT-Bench questions with GPT-4 reference answers, as two-turn ShareGPT rows."""
+    questions = {q["question_id"]: q for q in map(json.loads, (DATA / "mt_bench_questions.jsonl").read_text().splitlines())}
+    conversations = []
+    for answer in map(json.loads, (DATA / "mt_bench_reference_answers_gpt4.jsonl").read_text().splitlines()[:n]):
+        turns = zip(questions[answer["question_id"]]["turns"], answer["choices"][0]["turns"])
+        conversations.append({"conversations": [m for user, gpt in turns for m in ({"from": "human", "value": user}, {"from": "gpt", "value": gpt})]})
+    return conversations
 
 
 @dataclasses.dataclass
@@ -110,6 +123,7 @@ class RecordingProxy:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=8)
+    parser.add_argument("--data", choices=("seed-tasks", "mt-bench"), default="seed-tasks", help="Self-Instruct seed tasks, or two-turn MT-Bench conversations with GPT-4's answers")
     parser.add_argument("--replicas", type=int, choices=(1, 2), default=1)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--parallel", type=int, default=4, help="slots per server")
@@ -129,7 +143,8 @@ def main() -> None:
         if args.rows:
             refine = CoEvol(endpoint=endpoints, max_rounds=1, max_new_tokens=args.max_new_tokens, request_cache=False, cache_dir=tempfile.mkdtemp())
             started = time.perf_counter()
-            out = Dataset.from_list(rows(args.rows)).map(refine, batched=True)
+            data = rows(args.rows) if args.data == "seed-tasks" else mt_bench_rows(args.rows)
+            out = Dataset.from_list(data).map(refine, batched=True)
             report_refinement(out, time.perf_counter() - started, proxies, args)
         if args.judge_pairs:
             judged = judge_pairs(endpoints, args.judge_pairs, args.max_new_tokens)
@@ -159,7 +174,7 @@ def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], 
                         verdicts += 1
                         readable += verdict.scores is not None
     share = total.cached_tokens / total.prompt_tokens if total.prompt_tokens else 0.0
-    print(f"rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, errors {stats.errors_by_kind or 'none'}")
+    print(f"{args.data}: rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, errors {stats.errors_by_kind or 'none'}")
     print(f"LLM calls {total.calls}; prompt tokens {total.prompt_tokens}, from the server's cache {total.cached_tokens} ({share:.1%})")
     print(f"server prompt evaluation {total.prompt_ms / 1000:.1f} s; wall time {wall:.1f} s")
     for role, recorded in sorted(by_role.items()):
