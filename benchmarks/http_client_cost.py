@@ -1,4 +1,4 @@
-"""The CPU cost of one HTTP call, by client library, against the simulator with no service time.
+"""The CPU cost of one HTTP call, by client library, against the simulator (no service time by default).
 
 It separates the transport's floor from coevol-hf's own work: each library posts the same chat
 completion body `--calls` times, `--concurrency` at a time, and we divide process CPU time by calls.
@@ -6,6 +6,11 @@ The last line is coevol-hf's `ClientSession` making `--calls` distinct calls (a 
 call a request cache miss, encoded, keyed, sent, read, checked and written to SQLite).
 
     python benchmarks/http_client_cost.py --calls 3000
+    python benchmarks/http_client_cost.py --calls 3000 --concurrency 64 --service-time 0.1
+
+With no service time the event loop is never idle and each of its turns handles many replies;
+with `--service-time 0.1 --concurrency 64` calls are paced as in `throughput.py --slots 64
+--concurrency 64` (at most 640 a second, a few replies per turn), where every call costs more.
 """
 
 from __future__ import annotations
@@ -104,8 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--service-time", type=float, default=0.0, help="seconds the simulator holds each call")
     args = parser.parse_args()
-    simulator = SimulatorProcess(slots=10_000, service_time=0.0)
+    simulator = SimulatorProcess(slots=10_000, service_time=args.service_time)
     url = simulator.url + "/v1/chat/completions"
     try:
         clients = (
@@ -116,7 +122,7 @@ def main() -> None:
         )
         for name, client in clients:
             cpu = asyncio.run(client(url, args.calls, args.concurrency))
-            print(json.dumps({"client": name, "calls": args.calls, "concurrency": args.concurrency, "client_cpu_ms_per_call": round(cpu, 3)}))
+            print(json.dumps({"client": name, "calls": args.calls, "concurrency": args.concurrency, "service_time": args.service_time, "client_cpu_ms_per_call": round(cpu, 3)}))
     finally:
         simulator.close()
 

@@ -9,6 +9,11 @@ Starts `tgi_simulator.py` in its own process, refines N rows of real Self-Instru
 - `sequential`: every row's calls strictly one after another, `--concurrency` rows at a time,
   the execution model of the original CoEvol code (a thread pool of sequential samples).
 
+Client CPU is the whole process's CPU time per LLM call over the whole `map`, its start included
+(datasets' fingerprint and the probe it triggers, opening connections and the request cache)
+and its tail (the last rounds, with few calls in flight); `client_cpu_ms_per_call_steady` is the
+same between the 10% and the 90% of the calls, without them.
+
 With `--local`, the server is the real local model (llama.cpp, SmolLM2-135M) instead of the
 simulator, and the report gives rows per minute and generated tokens per second.
 
@@ -26,10 +31,11 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from datasets import Dataset, load_dataset
 from datasets.utils.logging import disable_progress_bar
@@ -70,6 +76,36 @@ class SimulatorProcess:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait()
+
+
+class CallMeter:
+    """Samples (process CPU time, LLM calls) in a thread while a mode runs."""
+
+    def __init__(self, calls: Callable[[], int], interval: float = 0.1) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._calls, self._interval, self._stop = calls, interval, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "CallMeter":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.process_time(), self._calls()))
+            self._stop.wait(self._interval)
+
+    def steady_ms_per_call(self, calls: int) -> float | None:
+        """CPU per call from the sample that saw 10% of `calls` to the one that saw 90%."""
+        start = next((s for s in self.samples if s[1] >= 0.1 * calls), None)
+        end = next((s for s in self.samples if s[1] >= 0.9 * calls), None)
+        if start is None or end is None or end[1] == start[1]:
+            return None
+        return round(1000 * (end[0] - start[0]) / (end[1] - start[1]), 3)
 
 
 def run_map(transform: CoEvol, dataset: Dataset, batch_size: int) -> Dataset:
@@ -117,16 +153,17 @@ def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, da
     transform = CoEvol(endpoint=simulator.url, max_rounds=args.max_rounds, max_concurrency=args.concurrency, cache_dir=str(cache_dir / mode))
     transform.server  # the one /info request, outside the measured time
     simulator.reset()
-    cpu, wall = time.process_time(), time.perf_counter()
-    if mode == "map":
-        run_map(transform, dataset, args.batch_size)
-        calls = transform.calls_made
-    elif mode == "async-map":
-        run_async_map(transform, dataset, args.batch_size)
-        calls = transform.calls_made
-    else:
-        calls = run_sequential(transform, dataset, args.concurrency)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with CallMeter(lambda: transform.calls_made) as meter:
+        cpu, wall = time.process_time(), time.perf_counter()
+        if mode == "map":
+            run_map(transform, dataset, args.batch_size)
+            calls = transform.calls_made
+        elif mode == "async-map":
+            run_async_map(transform, dataset, args.batch_size)
+            calls = transform.calls_made
+        else:
+            calls = run_sequential(transform, dataset, args.concurrency)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     server = simulator.stats()
     return {
         "mode": mode,
@@ -140,6 +177,7 @@ def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, da
         "calls": calls,
         "calls_per_s": round(calls / wall, 1),
         "client_cpu_ms_per_call": round(1000 * cpu / max(calls, 1), 3),
+        "client_cpu_ms_per_call_steady": meter.steady_ms_per_call(calls),
         "server_429s": server["overloaded"],
         "peak_in_flight": server["peak_in_flight"],
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 _FILE_NAME = "requests.sqlite"
 _OPEN_TRIES = 200
 _SCHEMA = "CREATE TABLE IF NOT EXISTS answers (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID"
+# json.dumps with options builds an encoder per call; every answer goes through this one.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def default_cache_dir() -> Path:
@@ -80,7 +82,7 @@ class RequestCache:
         """Keep `value`: written with the other answers of this turn of the event loop, in one
         transaction, as soon as the turn ends (at once when no loop runs)."""
         try:
-            blob = zlib.compress(json.dumps(value, ensure_ascii=False).encode(), 1)
+            blob = zlib.compress(_ENCODER.encode(value).encode(), 1)
         except ValueError as err:  # text no UTF-8 file can hold (a lone surrogate): never worth a crash
             logger.warning("Not caching an answer that cannot be stored (%s); it will be asked again next time.", err)
             return

@@ -36,6 +36,8 @@ _MAX_RETRY_AFTER = 300.0
 # A reply's size cap: room for TGI's per-token details (about 100 bytes a token) and then some.
 _REPLY_CAP_BASE, _REPLY_CAP_PER_TOKEN = 1 << 20, 256
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# json.dumps with options builds an encoder per call; the body of every call goes through this one.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 class RequestFormat:
@@ -77,7 +79,7 @@ class RequestFormat:
 
     def encode(self, messages: Sequence[dict[str, str]], schema: dict | None = None) -> bytes:
         """The body, encoded once and canonically: the same bytes are sent and keyed on."""
-        text = json.dumps(self.payload(messages, schema), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        text = _CANONICAL.encode(self.payload(messages, schema))
         try:
             return text.encode()
         except UnicodeEncodeError:
