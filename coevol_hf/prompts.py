@@ -100,7 +100,6 @@ JUDGE_SCORE_TASK = (
     "for B, separated by a space. Then explain your scores in a few sentences."
 )
 
-_SHARED_FIELDS = frozenset({"context", "instruction", "response"})
 _DEBATE = frozenset({"advocate_review", "critic_review", "advocate_rebuttal", "critic_rebuttal"})
 TEMPLATE_FIELDS: Mapping[str, frozenset[str]] = {
     "system": frozenset(),
@@ -158,7 +157,9 @@ class Prompts:
                 raise ConfigError(f"Prompt template {name!r} is not a valid format string: {err}") from err
             unknown = used - allowed
             if unknown:
-                shared = " The instruction and the answer under review already open every request (templates 'instruction_block' and 'answer_block')." if unknown & _SHARED_FIELDS and name not in ("instruction_block", "answer_block") else ""
+                shared = ""
+                if unknown & (TEMPLATE_FIELDS["instruction_block"] | TEMPLATE_FIELDS["answer_block"]):
+                    shared = " The instruction and the answer under review already open every request (templates 'instruction_block' and 'answer_block')."
                 raise ConfigError(
                     f"Prompt template {name!r} uses unknown field(s) {sorted(unknown)}; "
                     f"it may use {sorted(allowed) or 'no fields'} (write '{{{{' for a literal brace).{shared}"

@@ -91,8 +91,8 @@ class EndpointPool:
         while True:
             candidates = [e for e in self.endpoints if e.has_room]
             if candidates:
-                preferred = self._preferred(affinity) if affinity is not None and len(self.endpoints) > 1 else None
-                endpoint = preferred if preferred is not None and self._may_take(preferred) else min(candidates, key=lambda e: e.in_flight)
+                preferred = self._row_endpoint(affinity) if affinity is not None and len(self.endpoints) > 1 else None
+                endpoint = preferred or min(candidates, key=lambda e: e.in_flight)
                 endpoint.in_flight += 1
                 return endpoint
             if not self.any_up:
@@ -130,16 +130,15 @@ class EndpointPool:
                 self._spawn(self._check(endpoint))
         self._wake(1 + max(0, int(endpoint.limit) - before))
 
-    def _preferred(self, affinity: str) -> Endpoint | None:
-        """The row's endpoint among those up: the highest hash of (affinity, URL)."""
+    def _row_endpoint(self, affinity: str) -> Endpoint | None:
+        """The row's endpoint (the highest hash of (affinity, URL) among those up), if it may take
+        the call: room within its own limit and within the bound on its share of the calls in flight."""
         up = [e for e in self.endpoints if e.up]
-        return max(up, key=lambda e: hashlib.blake2b(f"{e.url}\n{affinity}".encode(), digest_size=8).digest(), default=None)
-
-    def _may_take(self, endpoint: Endpoint) -> bool:
-        """Room within its own limit and within the bound on its share of the calls in flight."""
-        up = [e for e in self.endpoints if e.up]
+        if not up:
+            return None
+        endpoint = max(up, key=lambda e: hashlib.blake2b(f"{e.url}\n{affinity}".encode(), digest_size=8).digest())
         bound = math.ceil(_LOAD_BOUND * (sum(e.in_flight for e in up) + 1) / len(up))
-        return endpoint.has_room and endpoint.in_flight + 1 <= bound
+        return endpoint if endpoint.has_room and endpoint.in_flight + 1 <= bound else None
 
     def close(self) -> None:
         """Stop checking down endpoints: the session is closing, or was probed again."""
