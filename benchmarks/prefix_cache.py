@@ -2,13 +2,15 @@
 
     python benchmarks/prefix_cache.py [--rows 8] [--data seed-tasks|mt-bench] [--replicas 1|2]
                                       [--max-new-tokens 96] [--judge-pairs 16] [--parallel 4]
+                                      [--context-per-slot 2048]
 
 Refines the first N Self-Instruct seed tasks, or two-turn MT-Bench conversations with GPT-4's
 answers (one round per turn), on llama.cpp serving SmolLM2-135M, with one server or two servers
 as replicas. A recording proxy on 127.0.0.1 sits in front of
 each server and keeps, for every answer, what the server itself reports: prompt tokens, prompt
 tokens it took from its cache (`usage.prompt_tokens_details.cached_tokens`) and the milliseconds
-it spent evaluating the rest of the prompt (`timings.prompt_ms`). Also reports the judge's
+it spent evaluating the rest of the prompt (`timings.prompt_ms`), and the most an unbounded prefix
+cache could have served with the same requests (`ideal_cached`). Also reports the judge's
 readable-verdict rate and the agreement of its two orders, to show a prompt layout did not hurt
 the judge, on two sets of calls: the judged rounds of the refinement, and `--judge-pairs` seed
 tasks judged with `PairwiseJudge` (their human answer against its own first half, which the
@@ -22,9 +24,11 @@ import asyncio
 import collections
 import dataclasses
 import json
+import os
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -83,12 +87,26 @@ def role_of(messages: list[dict[str, str]]) -> str:
     return f"{role} rebuttal" if role in ("advocate", "critic") and users > 1 else role
 
 
+@dataclasses.dataclass
+class Exchange:
+    """One answered call: its role and messages, the answer, and when it arrived and finished
+    (in the proxy's order of events)."""
+
+    role: str
+    messages: list[dict[str, str]]
+    answer: str
+    arrived: int
+    finished: int
+
+
 class RecordingProxy:
     """Forwards every request to `upstream` and adds up what the answers report, per role."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.recorded: collections.defaultdict[str, Recorded] = collections.defaultdict(Recorded)
+        self.exchanges: list[Exchange] = []
+        self._events = 0
         self.url = ""
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
@@ -109,14 +127,18 @@ class RecordingProxy:
 
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
+        arrived = self._events = self._events + 1
         async with self._session.request(request.method, self.upstream + request.path_qs, data=body or None, headers={"content-type": "application/json"}) as answer:
             content = await answer.read()
             if request.path == "/v1/chat/completions" and answer.status == 200:
                 data = json.loads(content)
                 usage, timings = data.get("usage") or {}, data.get("timings") or {}
                 cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)
-                role = role_of(json.loads(body)["messages"])
+                messages = json.loads(body)["messages"]
+                role = role_of(messages)
                 self.recorded[role].add(Recorded(1, usage.get("prompt_tokens", 0), cached, timings.get("prompt_ms", 0.0)))
+                self._events += 1
+                self.exchanges.append(Exchange(role, messages, data["choices"][0]["message"]["content"] or "", arrived, self._events))
             return web.Response(body=content, status=answer.status, content_type=answer.content_type)
 
 
@@ -127,11 +149,13 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, choices=(1, 2), default=1)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--parallel", type=int, default=4, help="slots per server")
+    parser.add_argument("--context-per-slot", type=int, default=None, help="tokens of context per slot (default: LocalServer's)")
     parser.add_argument("--judge-pairs", type=int, default=16, help="seed tasks for the judge-only check (0: skip)")
     args = parser.parse_args()
 
     threads = 2 // args.replicas  # the two cores, shared between the servers
-    servers = [LocalServer(parallel=args.parallel, threads=threads) for _ in range(args.replicas)]
+    sizing = {"context_per_slot": args.context_per_slot} if args.context_per_slot else {}
+    servers = [LocalServer(parallel=args.parallel, threads=threads, **sizing) for _ in range(args.replicas)]
     proxies = []
     try:
         for server in servers:
@@ -176,11 +200,45 @@ def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], 
     share = total.cached_tokens / total.prompt_tokens if total.prompt_tokens else 0.0
     print(f"{args.data}: rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, errors {stats.errors_by_kind or 'none'}")
     print(f"LLM calls {total.calls}; prompt tokens {total.prompt_tokens}, from the server's cache {total.cached_tokens} ({share:.1%})")
+    ideal, ideal_by_role = ideal_cached(proxies)
+    print(f"an unbounded prefix cache could have served {ideal} ({ideal / max(total.prompt_tokens, 1):.1%})")
     print(f"server prompt evaluation {total.prompt_ms / 1000:.1f} s; wall time {wall:.1f} s")
     for role, recorded in sorted(by_role.items()):
-        print(f"  {role}: {recorded.calls} calls, {recorded.prompt_tokens} prompt tokens, {recorded.cached_tokens} from the cache")
+        print(f"  {role}: {recorded.calls} calls, {recorded.prompt_tokens} prompt tokens, {recorded.cached_tokens} from the cache, {ideal_by_role.get(role, 0)} at most")
     print("round outcomes: " + ", ".join(f"{stop} {n}" for stop, n in stops.most_common()))
     print(f"judge verdicts readable {readable} of {verdicts}; orders agree in {stats.judges_agree} of {stats.judged_rounds} judged rounds")
+
+
+def ideal_cached(proxies: list[RecordingProxy]) -> tuple[int, dict[str, int]]:
+    """Prompt tokens an unbounded prefix cache could have served: for each call, the longest
+    token prefix it shares with any call that reached the same server before it (its prompt) or
+    finished before it arrived (its prompt and answer), less the one token a server always
+    evaluates. The ceiling of a prompt layout, whatever the server keeps or evicts."""
+    total, by_role = 0, collections.Counter()
+    for proxy in proxies:
+        rendered = [_tokens(proxy.upstream, exchange.messages) for exchange in proxy.exchanges]
+        completed = [_tokens(proxy.upstream, exchange.messages, exchange.answer) for exchange in proxy.exchanges]
+        for i, exchange in enumerate(proxy.exchanges):
+            earlier = [rendered[j] for j, other in enumerate(proxy.exchanges) if other.arrived < exchange.arrived]
+            earlier += [completed[j] for j, other in enumerate(proxy.exchanges) if other.finished < exchange.arrived]
+            shared = max((len(os.path.commonprefix([rendered[i], seen])) for seen in earlier), default=0)
+            cached = min(shared, len(rendered[i]) - 1)
+            total += cached
+            by_role[exchange.role] += cached
+    return total, dict(by_role)
+
+
+def _tokens(server: str, messages: list[dict[str, str]], answer: str | None = None) -> list[int]:
+    """The tokens the server evaluates for `messages` (its chat template applied), followed by
+    `answer`'s when given."""
+    prompt = _post(server, "/apply-template", {"messages": messages})["prompt"]
+    return _post(server, "/tokenize", {"content": prompt + (answer or "")})["tokens"]
+
+
+def _post(server: str, path: str, payload: dict) -> dict:
+    request = urllib.request.Request(server + path, data=json.dumps(payload).encode(), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
 
 
 def judge_pairs(endpoints: list[str], count: int, max_new_tokens: int) -> dict[str, int]:

@@ -12,7 +12,8 @@ Starts `tgi_simulator.py` in its own process, refines N rows of real Self-Instru
 Client CPU is the whole process's CPU time per LLM call over the whole `map`, its start included
 (datasets' fingerprint and the probe it triggers, opening connections and the request cache)
 and its tail (the last rounds, with few calls in flight); `client_cpu_ms_per_call_steady` is the
-same between the 10% and the 90% of the calls, without them.
+same between the 10% and the 90% of the calls, without them; `client_cpu_kernel_share` is the
+part of it spent in the kernel (sockets, the request cache's file writes).
 
 With `--local`, the server is the real local model (llama.cpp, SmolLM2-135M) instead of the
 simulator, and the report gives rows per minute and generated tokens per second.
@@ -154,7 +155,7 @@ def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, da
     transform.server  # the one /info request, outside the measured time
     simulator.reset()
     with CallMeter(lambda: transform.calls_made) as meter:
-        cpu, wall = time.process_time(), time.perf_counter()
+        usage, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         if mode == "map":
             run_map(transform, dataset, args.batch_size)
             calls = transform.calls_made
@@ -163,7 +164,8 @@ def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, da
             calls = transform.calls_made
         else:
             calls = run_sequential(transform, dataset, args.concurrency)
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        wall, after = time.perf_counter() - wall, resource.getrusage(resource.RUSAGE_SELF)
+    user, system = after.ru_utime - usage.ru_utime, after.ru_stime - usage.ru_stime
     server = simulator.stats()
     return {
         "mode": mode,
@@ -176,7 +178,8 @@ def measure(mode: str, args: argparse.Namespace, simulator: SimulatorProcess, da
         "utilization": round(server["busy_slot_seconds"] / (args.slots * wall), 3),
         "calls": calls,
         "calls_per_s": round(calls / wall, 1),
-        "client_cpu_ms_per_call": round(1000 * cpu / max(calls, 1), 3),
+        "client_cpu_ms_per_call": round(1000 * (user + system) / max(calls, 1), 3),
+        "client_cpu_kernel_share": round(system / (user + system), 3) if user + system else 0.0,
         "client_cpu_ms_per_call_steady": meter.steady_ms_per_call(calls),
         "server_429s": server["overloaded"],
         "peak_in_flight": server["peak_in_flight"],

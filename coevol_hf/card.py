@@ -40,7 +40,7 @@ _SUMMARY_COLUMNS = [REFINED.original, REFINED.rounds, REFINED.trace, REFINED.err
 _RUN_FIELDS = {field.name for field in dataclasses.fields(RunInfo)}
 _DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".gz", ".zst", ".xz", ".bz2"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_HF_HOSTS = ("huggingface.co", "hf.space", "huggingface.cloud")  # the command line's rule too
+_HF_HOSTS = ("huggingface.co", "hf.space", "huggingface.cloud")
 
 
 class Refiner(Protocol):

@@ -13,7 +13,6 @@ import time
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import CoEvolError
@@ -30,7 +29,6 @@ _DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".cs
 _FILE_SUFFIXES = {*_DATA_SUFFIXES, ".txt", ".tsv", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar"}
 # Flags whose value is a local path: the recorded command keeps the file name only.
 _PATH_FLAGS = {"--output", "-o", "--chat-template", "--prompts", "--cache-dir"}
-_HF_HOSTS = ("huggingface.co", "hf.space", "huggingface.cloud")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,14 +268,11 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _public_value(flag: str, value: str) -> str:
+    from .card import hugging_face_hosted
+
     if flag == "--endpoint":
-        return ",".join(url if _hugging_face_hosted(url) else "URL" for url in value.split(","))
+        return ",".join(url if hugging_face_hosted(url) else "URL" for url in value.split(","))
     return Path(value).name
-
-
-def _hugging_face_hosted(url: str) -> bool:
-    host = (urlsplit(url.strip()).hostname or "").lower()
-    return any(host == domain or host.endswith("." + domain) for domain in _HF_HOSTS)
 
 
 def _secrets(token: str | None) -> set[str]:

@@ -59,7 +59,10 @@ def _read_text(path: str) -> str:
 
 
 def _read_json(path: str) -> Any:
-    return json.loads(_read_text(path))
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
 
 
 def _key_values(text: str) -> dict[str, str]:
@@ -263,11 +266,23 @@ def add_arguments(parser: argparse.ArgumentParser, options: type[JudgeOptions], 
         flag = "--" + field.name.replace("_", "-")
         help_text = _plain_help(field.metadata["help"])
         if field.default is True:
-            parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_false", help=f"do not: {help_text}")
+            parser.add_argument("--no-" + field.name.replace("_", "-"), dest=field.name, action="store_false", help=f"turn off what is on by default: {help_text}")
             continue
         choices = _literal_choices(hints[field.name])
-        convert = field.metadata["cli"] or _scalar_type(field.default, hints[field.name])
+        convert = _argument_type(field.metadata["cli"]) if field.metadata["cli"] else _scalar_type(field.default, hints[field.name])
         parser.add_argument(flag, dest=field.name, type=convert, choices=choices, default=field.default, help=help_text)
+
+
+def _argument_type(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`convert` for argparse, which would replace a ValueError's message by "invalid <function> value"."""
+
+    def checked(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return checked
 
 
 def options_from_arguments(args: argparse.Namespace, options: type[JudgeOptions]) -> dict[str, Any]:

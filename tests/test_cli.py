@@ -295,6 +295,22 @@ def test_a_flag_naming_a_missing_file_is_one_line(source: Path, tmp_path: Path, 
     assert last_error(capsys) == f"coevol-hf refine: cannot read {tmp_path / 'prompts.json'}: No such file or directory"
 
 
+def test_a_flag_value_that_cannot_be_read_says_what_is_wrong(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """argparse alone would print only "invalid _key_values value"."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["refine", str(source), "-o", str(tmp_path / "out"), "--columns", "instruction"])
+    assert exit_.value.code == 2
+    assert last_error(capsys) == (
+        "coevol-hf refine: error: argument --columns: expected ROLE=NAME pairs separated by commas "
+        "(instruction=prompt,output=completion), not 'instruction'"
+    )
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text("{'editor_task': 'x'}")
+    with pytest.raises(SystemExit):
+        main(["refine", str(source), "-o", str(tmp_path / "out"), "--prompts", str(prompts)])
+    assert last_error(capsys).startswith(f"coevol-hf refine: error: argument --prompts: {prompts} is not valid JSON (Expecting property name")
+
+
 def test_local_and_endpoint_exclude_each_other(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--local", "--endpoint", "http://127.0.0.1:9"]) == 1
     assert last_error(capsys) == "coevol-hf refine: --local starts its own server: drop --endpoint, or --local."

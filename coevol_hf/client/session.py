@@ -146,7 +146,7 @@ class ClientSession:
             self.cache_misses += 1
         reply = await self._send(live, body, affinity)
         if key is not None:
-            self._cache.put(key, {"text": reply.text, "prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens, "cached_tokens": reply.cached_tokens, "cut_off": reply.cut_off})
+            self._cache.put(key, vars(reply))  # every field of the record, read back by `_cached_reply`
         return reply
 
     async def aclose(self) -> None:
