@@ -29,7 +29,7 @@ from . import __version__
 from .formats import REFINED
 from .options import CoEvolOptions
 from .stats import RunStats, cached_share, compute_stats
-from .trace import RunInfo, Trace, prompts_digest
+from .trace import RunInfo, Trace, prompts_digest, run_json
 
 TAGS = ["coevol", "synthetic", "instruction-tuning"]
 TASK_CATEGORIES = ["text-generation"]
@@ -86,6 +86,7 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
     runs (else ValueError, before anything is uploaded); it can only add to what the data says.
     """
     infos: dict[str, RunInfo] = {}
+    keys: dict[str, str] = {}  # a run's JSON text as the traces carry it -> its canonical key
     rows: collections.Counter[str] = collections.Counter()
     models: set[str] = set()
     for name, split in splits.items():
@@ -97,9 +98,12 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
             for text in batch[REFINED.trace]:
                 if text is None:
                     continue
-                info = Trace.from_json(text).run
-                key = json.dumps(info.to_dict(), sort_keys=True)
-                infos.setdefault(key, info)
+                run_text = run_json(text)
+                key = keys.get(run_text)
+                if key is None:
+                    info = RunInfo(**json.loads(run_text))
+                    key = keys[run_text] = json.dumps(info.to_dict(), sort_keys=True)
+                    infos.setdefault(key, info)
                 rows[key] += 1
     runs = [DataRun(info, rows[key], _known_prompts(info, [])) for key, info in infos.items()]
     if refiner is None:

@@ -17,6 +17,9 @@ import hashlib
 import json
 from typing import Any, Mapping
 
+_RUN_KEY = '"run": {'
+_DECODER = json.JSONDecoder()
+
 Scores = tuple[float, float]
 
 
@@ -155,6 +158,27 @@ class Trace:
     def from_json(cls, text: str) -> "Trace":
         data = json.loads(text)
         return cls(RunInfo(**data["run"]), tuple(_turn(t) for t in data["turns"]), Usage(**data["usage"]))
+
+
+def run_json(trace_json: str) -> str:
+    """The JSON text of a trace's run info, found without parsing the rest of the trace.
+
+    Publishing a million rows needs only their runs, and every row of a run carries the same
+    text, so a reader can parse each distinct text once. The run is the trace's last key: of the
+    places `"run": {` appears (a key nested in the run, or text inside a string), it is the only
+    one where a JSON object starts that ends where the trace does.
+    """
+    start = trace_json.rfind(_RUN_KEY)
+    while start != -1:
+        at = start + len(_RUN_KEY) - 1
+        try:
+            end = _DECODER.raw_decode(trace_json, at)[1]
+        except ValueError:
+            end = -1
+        if end == len(trace_json) - 1:
+            return trace_json[at:end]
+        start = trace_json.rfind(_RUN_KEY, 0, start)
+    return json.dumps(json.loads(trace_json)["run"], ensure_ascii=False)  # another layout: parse it all
 
 
 def _turn_dict(turn: Turn) -> dict[str, Any]:

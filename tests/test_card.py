@@ -97,6 +97,23 @@ def test_several_runs_are_each_described_with_their_rows() -> None:
     assert 'json.load(open("coevol_config.json"))["runs"][1]["options"]["prompts"]' in body
 
 
+def test_runs_are_told_apart_whatever_text_the_traces_hold() -> None:
+    """`read_runs` reads only each trace's run: a `"run": {` inside answers or inside the run
+    itself, and a trace written with its keys in another order, must not mislead it."""
+    plain = run_info(max_rounds=1)
+    nested = RunInfo.of(
+        version=__version__, implementation="sha256:impl", model=MODEL, server={"kind": "tgi", "run": {"id": 7}},
+        options={**DEFAULTS, "max_rounds": 2}, default_prompts=DEFAULTS["prompts"],
+    )
+    tricky = dataset(plain, nested, plain)
+    quoted = Turn(0, 'Write JSON: {"run": {"a": 1}}', 'Answer "run": {', (Round(1, edit='{"run": {"b": 2}}', accepted=True),))
+    texts = [Trace(plain, (quoted,), Usage(calls=4)).to_json(), Trace(nested, (quoted,), Usage(calls=4)).to_json()]
+    run_first = json.dumps({"run": nested.to_dict(), **{k: v for k, v in json.loads(texts[1]).items() if k != "run"}})
+    tricky = Dataset.from_list([*tricky.to_list(), *({**tricky[0], "coevol_trace": text} for text in (*texts, run_first))])
+    runs = read_runs({"train": tricky})
+    assert [(r.info, r.rows) for r in runs] == [(plain, 3), (nested, 3)]
+
+
 def test_templates_the_installed_defaults_cannot_confirm_are_said_to_be_unknown() -> None:
     """A run made by a version whose default templates differ: only its changed texts are known."""
     older = {**DEFAULTS["prompts"], "advisor_task": "An older advisor task: {response}"}
