@@ -23,6 +23,7 @@ import hashlib
 import math
 import os
 import threading
+import uuid
 from importlib import resources
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -109,8 +110,10 @@ class MapOperator:
 
         The served model comes from `model=` (and `model_revision=`) when given, so hashing
         needs no request; else the server is asked again at every `map`, so a server restarted
-        with another model never reuses old results. An unreachable server hashes as such, and
-        the run then stops with a clear error before any row is processed.
+        with another model never reuses old results. A server that does not answer gets a
+        fingerprint of its own, never reused: `map` then asks it again, and either stops with
+        the probe's error before any row or, if it answers by then, makes results no later run
+        mistakes for its own.
         """
         sampling = self.options.sampling
         if sampling.model is not None:
@@ -119,7 +122,7 @@ class MapOperator:
             try:
                 model = self.session.server(refresh=True).identity
             except Exception:  # reported by __call__, with its real message
-                model = "<unreachable>"
+                model = f"<unreachable {uuid.uuid4().hex}>"
         return {"operator": type(self).__name__, "implementation": IMPLEMENTATION, "model": model, "options": self.options.output_options()}
 
     @property

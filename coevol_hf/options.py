@@ -137,7 +137,7 @@ class JudgeOptions:
         "record", 'a row whose calls finally fail: `"record"` writes its error column and goes on; `"raise"` stops the run'
     )
     max_concurrency: int = option(64, "requests in flight per endpoint and process at most; also capped by the server's `max_concurrent_requests`", output=False)
-    timeout: float = option(600.0, "seconds per request, from sending to the last byte (10 to connect)", output=False)
+    timeout: float = option(600.0, "seconds per request, from sending to the last byte (of which 10, or half if less, to connect)", output=False)
     max_retries: int = option(6, "retries of a call after 429, 5xx, timeouts, lost connections", output=False)
     retry_backoff: float = option(1.0, "first wait before a retry, in seconds, doubling with jitter", output=False)
     request_cache: bool = option(True, "keep every answered call on disk and reuse it", output=False)
@@ -154,6 +154,7 @@ class JudgeOptions:
         _check_choice("judge_mode", self.judge_mode, JUDGE_MODES)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 2:
             raise ConfigError(f"temperature must be a number from 0 (greedy) to 2, not {self.temperature!r}.")
+        object.__setattr__(self, "temperature", float(self.temperature))  # 0 and 0.0: one request body, one cache key
         for name in ("structured_judge", "request_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, not {getattr(self, name)!r}.")

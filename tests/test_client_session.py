@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 import shutil
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 from tgi_server import Answer, Call, Error, TGIServer, Trickle
 
 from coevol_hf.cache import RequestCache, request_key
+from coevol_hf.client.http import Failure, Http
+from coevol_hf.client.pool import Outcome
 from coevol_hf.client.server import Target, auth_headers, probe
 from coevol_hf.client.session import ClientSession
 from coevol_hf.client.tgi import RequestFormat
@@ -231,6 +234,91 @@ def test_a_trickling_server_cannot_hold_a_call_past_its_timeout(tmp_path: Path) 
         with pytest.raises(RowError, match=r"timeout: no complete answer within 1 s"):
             call(session, "Hello?")
         assert time.monotonic() - started < 2.5  # the whole body would take ~15 s
+
+
+def test_a_server_that_never_accepts_the_connection_is_a_connection_failure_not_a_timeout() -> None:
+    # A listener whose backlog is full drops new connection attempts, as a blackholed replica does:
+    # the pool must see a refused endpoint (taken out of rotation), not a slow answer.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    time.sleep(0.2)
+
+    async def post() -> Failure:
+        http = Http(1.0)
+        try:
+            await http.request("POST", f"http://127.0.0.1:{port}/v1/chat/completions", {}, body=b"{}", cap=1024)
+        except Failure as failure:
+            return failure
+        finally:
+            await http.aclose()
+
+    try:
+        failure = asyncio.run(post())
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+    assert (failure.kind, failure.outcome, str(failure)) == ("connection", Outcome.REFUSED, "connection: no connection within 0.5 s")
+
+
+def test_max_new_tokens_the_server_cannot_fit_is_refused_before_any_call(tmp_path: Path) -> None:
+    with TGIServer() as server:  # its /info allows 4096 tokens per request
+        session = session_of(server.url, tmp_path, sampling=Sampling(max_new_tokens=4096))
+        with pytest.raises(ConfigError, match=r"max_new_tokens=4096 leaves no room for a prompt: .* allows 4096 tokens per request"):
+            session.server()
+        assert session_of(server.url, tmp_path, sampling=Sampling(max_new_tokens=4000)).server().max_total_tokens == 4096
+        assert server.calls == []
+
+
+# -- identical calls at the same time -------------------------------------------------------------
+
+
+def test_identical_calls_in_flight_together_are_sent_once(tmp_path: Path) -> None:
+    with TGIServer(lambda c: "shared answer", delay=0.2) as server:
+        session = session_of(server.url, tmp_path)
+
+        async def work(s: ClientSession) -> list[Any]:
+            return await asyncio.gather(s(ask("Same question.")), s(ask("Same question.")), s(ask("Another question.")))
+
+        replies = drive(session, work)
+        assert [r.text for r in replies] == ["shared answer"] * 3
+        assert len(server.calls) == 2 and (session.cache_misses, session.cache_hits) == (2, 1)
+
+
+def test_a_cancelled_caller_leaves_the_shared_request_to_the_other_and_the_last_one_stops_it(tmp_path: Path) -> None:
+    with TGIServer(lambda c: "shared answer") as server:
+        session = session_of(server.url, tmp_path)
+        server.hold()
+
+        async def work(s: ClientSession) -> tuple[str, int]:
+            first, second = (asyncio.ensure_future(s(ask("Same question."))) for _ in range(2))
+            while not server.calls:
+                await asyncio.sleep(0.01)
+            first.cancel()
+            server.release()
+            answer = (await second).text
+            server.hold()
+            lone = asyncio.ensure_future(s(ask("Asked alone.")))
+            while len(server.calls) < 2:
+                await asyncio.sleep(0.01)
+            lone.cancel()
+            await asyncio.sleep(0.2)
+            return answer, s.calls_sent
+
+        answer, sent = drive(session, work)
+        server.release()
+        assert answer == "shared answer" and len(server.calls) == 2
+        assert len(server.answered) == 1 and sent == 2  # the lone call was stopped before its answer
 
 
 # -- faults that end a run -----------------------------------------------------------------------

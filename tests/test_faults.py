@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import alpaca_rows
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from tgi_server import Call, Error, Hang, TGIServer, default_script
 
 from coevol_hf import CoEvol, ConfigError, EndpointError
@@ -226,6 +226,19 @@ def test_a_server_restarted_with_another_model_is_asked_again_in_the_same_sessio
     assert set(first["coevol_model"]) == {"test-org/test-model@0123abcd"}
     assert set(second["coevol_model"]) == {"other-org/other-model@99ff"}
     assert len(server.calls) == 2 * 8  # nothing reused from the other model's answers
+
+
+def test_a_probe_failing_while_datasets_hashes_never_lets_another_model_reuse_the_rows(server: TGIServer, tmp_path: Path) -> None:
+    # The probe made for the fingerprint fails (a busy server), the one made by the map succeeds.
+    Dataset.from_list(alpaca_rows(2)).save_to_disk(tmp_path / "source")
+    models = []
+    for model_id, model_sha in (("test-org/test-model", "0123abcd"), ("other-org/other-model", "99ff")):
+        server.restart(model_id=model_id, model_sha=model_sha)
+        server.reset()
+        server.metadata_drops = 2  # aiohttp sends a GET again once when its connection drops
+        refined = load_from_disk(str(tmp_path / "source")).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True)
+        models.append((set(refined["coevol_model"]), len(server.calls)))
+    assert models == [({"test-org/test-model@0123abcd"}, 2 * 8), ({"other-org/other-model@99ff"}, 2 * 8)]
 
 
 def test_unauthorized_calls_stop_the_run_with_one_error_and_keep_every_answer(tmp_path: Path) -> None:

@@ -27,6 +27,12 @@ def test_connection_options_do_not_enter_the_fingerprint() -> None:
         assert Hasher.hash(CoEvol(model="m", **changed)) != Hasher.hash(base), changed
 
 
+def test_a_temperature_written_as_an_integer_is_the_same_run() -> None:
+    # `temperature=0` and the default 0.0 send the same body, so they share fingerprint and cache keys.
+    assert Hasher.hash(CoEvol(model="m", temperature=0)) == Hasher.hash(CoEvol(model="m"))
+    assert Hasher.hash(CoEvol(model="m", temperature=1)) == Hasher.hash(CoEvol(model="m", temperature=1.0))
+
+
 def test_the_token_is_not_in_what_is_hashed() -> None:
     state = CoEvol(model="m", token="hf_secret_value").fingerprint_state()
     assert "hf_secret_value" not in repr(state)

@@ -51,6 +51,16 @@ def test_accepted_edits_chain_until_max_rounds(server: TGIServer) -> None:
     assert len(server.calls) == 2 * 2 * 8
 
 
+def test_duplicate_rows_in_one_batch_pay_for_their_calls_once(server: TGIServer) -> None:
+    # Real instruction data repeats rows; at temperature 0 their calls are the same requests.
+    first, second = alpaca_rows(2)
+    transform = CoEvol(endpoint=server.url, max_rounds=1)
+    out = Dataset.from_list([first, second, first]).map(transform, batched=True)
+    assert out[0]["output"] == out[2]["output"] == first["output"] + " [edited]"
+    assert out[0]["coevol_trace"] == out[2]["coevol_trace"] and out[1]["output"] == second["output"] + " [edited]"
+    assert len(server.calls) == 2 * 8 and transform.cache_hits == 8
+
+
 def test_rejected_edit_keeps_the_original(server: TGIServer) -> None:
     server.script = judge_with(lambda call: "B" if call.answers()[0].endswith("[edited]") else "A")
     rows = alpaca_rows(2)

@@ -175,6 +175,7 @@ class TGIServer(ThreadedServer):
         self.in_flight = 0
         self.peak_in_flight = 0
         self.dead = False
+        self.metadata_drops = 0  # the next N requests to /info or /v1/models lose their connection
         self.healthy = True  # what GET /health says (TGI: 503 when the model cannot generate)
         # Report cached prompt tokens as vLLM and llama.cpp do, from an unbounded prefix cache.
         self.prefix_cache = prefix_cache
@@ -241,6 +242,7 @@ class TGIServer(ThreadedServer):
 
     async def _info(self, request: web.Request) -> web.Response:
         self._drop_if_dead(request)
+        self._drop_metadata(request)
         self.metadata_requests.append("/info")
         self.probes.append(("/info", dict(request.headers)))
         if self.kind != "tgi":
@@ -268,6 +270,7 @@ class TGIServer(ThreadedServer):
 
     async def _models(self, request: web.Request) -> web.Response:
         self._drop_if_dead(request)
+        self._drop_metadata(request)
         self.metadata_requests.append("/v1/models")
         self.probes.append(("/v1/models", dict(request.headers)))
         ids = (self.model_id, *self.other_models)
@@ -345,6 +348,12 @@ class TGIServer(ThreadedServer):
         if self.dead:
             request.transport.close()
             raise ConnectionResetError("the server died")
+
+    def _drop_metadata(self, request: web.Request) -> None:
+        if self.metadata_drops > 0:
+            self.metadata_drops -= 1
+            request.transport.close()
+            raise ConnectionResetError("a transient fault")
 
     async def _generate(self, request: web.Request) -> web.Response:
         call = await self._record(request)

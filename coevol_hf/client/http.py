@@ -96,6 +96,8 @@ class Http:
             raise Failure("tls", f"the TLS handshake failed ({type(cause).__name__}: {cause})", Outcome.REFUSED) from err
         except aiohttp.ClientConnectorError as err:
             raise Failure("connection", f"cannot connect ({type(err.os_error).__name__}: {err.os_error})", Outcome.REFUSED) from err
+        except aiohttp.ConnectionTimeoutError as err:  # before asyncio.TimeoutError, which it also is
+            raise Failure("connection", f"no connection within {timeout.connect:g} s", Outcome.REFUSED) from err
         except asyncio.TimeoutError as err:
             raise Failure("timeout", f"no complete answer within {timeout.total:g} s", Outcome.LOST) from err
         except aiohttp.ClientError as err:
@@ -117,8 +119,9 @@ class Http:
 
 
 def deadline(seconds: float) -> aiohttp.ClientTimeout:
-    """`seconds` from sending to the last byte of the answer, of which 10 at most to connect."""
-    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds, CONNECT_TIMEOUT))
+    """`seconds` from sending to the last byte of the answer, of which 10 (half, if less) at most to
+    connect: a server that cannot be reached is told apart from one that answers slowly."""
+    return aiohttp.ClientTimeout(total=seconds, connect=min(seconds / 2, CONNECT_TIMEOUT))
 
 
 def run_blocking(work: Callable[[Http], Awaitable[T]], timeout: float) -> T:

@@ -42,8 +42,7 @@ class ServerInfo:
     model_sha: str | None = None
     version: str | None = None
     max_concurrent_requests: int | None = None
-    max_input_tokens: int | None = None
-    max_total_tokens: int | None = None
+    max_total_tokens: int | None = None  # prompt and answer together, per request
 
     @property
     def identity(self) -> str:
@@ -114,9 +113,14 @@ async def probe(http: Http, target: Target, sampling: Sampling) -> ServerInfo:
             model_sha=info.get("model_sha") if isinstance(info.get("model_sha"), str) and info.get("model_sha") else None,
             version=info.get("version") if isinstance(info.get("version"), str) else None,
             max_concurrent_requests=_limit(info, "max_concurrent_requests", url),
-            max_input_tokens=_limit(info, "max_input_tokens", url),
             max_total_tokens=_limit(info, "max_total_tokens", url),
         )
+        if server.max_total_tokens is not None and sampling.max_new_tokens >= server.max_total_tokens:
+            # TGI refuses every such request (422): say so once, before any row is sent.
+            raise ConfigError(
+                f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt: {url} allows {server.max_total_tokens} "
+                "tokens per request, prompt and answer together (its --max-total-tokens). Pass a smaller max_new_tokens."
+            )
         return _pin_tgi(server, sampling, url)
     listing = await _get_json(http, target, "/v1/models")
     data = listing.get("data") if isinstance(listing, dict) else None

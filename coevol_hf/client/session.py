@@ -45,7 +45,16 @@ class _Live:
     server: ServerInfo
     format: RequestFormat
     pool: EndpointPool
-    headers: dict[str, dict[str, str]]  # per endpoint URL, for POSTs
+    headers: dict[str, dict[str, str]] = dataclasses.field(repr=False)  # per endpoint URL, for POSTs; holds the token
+    in_flight: dict[bytes, "_Shared"] = dataclasses.field(default_factory=dict)  # by request key
+
+
+@dataclasses.dataclass
+class _Shared:
+    """One request that identical calls in flight at the same time wait for together."""
+
+    task: asyncio.Future[Reply]
+    waiting: int = 0
 
 
 class ClientSession:
@@ -130,24 +139,43 @@ class ClientSession:
     # -- calls ----------------------------------------------------------------------------------
 
     async def __call__(self, messages: Sequence[dict[str, str]], *, schema: dict | None = None, affinity: str | None = None) -> Reply:
-        """From the request cache when answered before, else over HTTP; `affinity` (the row)
-        sends calls that share a prompt prefix to the same replica.
+        """From the request cache when answered before, else over HTTP, once for identical calls
+        in flight together; `affinity` (the row) sends calls that share a prompt prefix to the
+        same replica.
 
         Raises `RowError` for a call that finally failed, `EndpointError` to stop the run.
         """
         live = self._live_here()
         body = live.format.encode(messages, schema)
-        key = request_key(live.server.identity, live.format.route, body) if self._cache is not None else None
-        if key is not None:
-            cached = _cached_reply(self._cache.get(key))
-            if cached is not None:
-                self.cache_hits += 1
-                return cached
+        if self._cache is None:
+            return await self._send(live, body, affinity)
+        key = request_key(live.server.identity, live.format.route, body)
+        cached = _cached_reply(self._cache.get(key))
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        shared = live.in_flight.get(key)
+        if shared is None:
             self.cache_misses += 1
-        reply = await self._send(live, body, affinity)
-        if key is not None:
+            shared = live.in_flight[key] = _Shared(asyncio.ensure_future(self._send_and_keep(live, body, affinity, key)))
+        else:
+            self.cache_hits += 1  # rows with the same instruction and response ask the same at once
+        shared.waiting += 1
+        try:
+            return await asyncio.shield(shared.task)
+        except asyncio.CancelledError:
+            shared.waiting -= 1
+            if shared.waiting == 0:  # no caller left: stop the request
+                shared.task.cancel()
+            raise
+
+    async def _send_and_keep(self, live: _Live, body: bytes, affinity: str | None, key: bytes) -> Reply:
+        try:
+            reply = await self._send(live, body, affinity)
             self._cache.put(key, vars(reply))  # every field of the record, read back by `_cached_reply`
-        return reply
+            return reply
+        finally:
+            del live.in_flight[key]
 
     async def aclose(self) -> None:
         if self._live is not None:
