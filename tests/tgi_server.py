@@ -176,6 +176,7 @@ class TGIServer(ThreadedServer):
         self.peak_in_flight = 0
         self.dead = False
         self.metadata_drops = 0  # the next N requests to /info or /v1/models lose their connection
+        self.info_error: Error | None = None  # when set, /info answers with it (a server still loading)
         self.healthy = True  # what GET /health says (TGI: 503 when the model cannot generate)
         # Report cached prompt tokens as vLLM and llama.cpp do, from an unbounded prefix cache.
         self.prefix_cache = prefix_cache
@@ -245,6 +246,8 @@ class TGIServer(ThreadedServer):
         self._drop_metadata(request)
         self.metadata_requests.append("/info")
         self.probes.append(("/info", dict(request.headers)))
+        if self.info_error is not None:
+            return _error_response(self.info_error)
         if self.kind != "tgi":
             return web.json_response({"error": "Not Found", "error_type": "not_found"}, status=404)
         return web.json_response(

@@ -193,6 +193,9 @@ async def _get_json(http: Http, target: Target, route: str) -> Any:
             else "pass token= for this endpoint (no token was sent: the saved Hugging Face token goes only to Hugging Face's API hosts)"
         )
         raise EndpointError(f"{target.url}{route} answered {status}: {advice}.")
+    if status == 429 or status >= 500:
+        # Not "this is no TGI server": asking /v1/models instead would take TGI for another kind of server.
+        raise EndpointError(f"{target.url}{route} answered {status}: the server is not ready. Run again when it answers.")
     if status != 200:
         return None
     try:
