@@ -260,8 +260,10 @@ def reproduce_snippet(run: Mapping[str, Any], *, index: int | None = None) -> st
     defaults = CoEvolOptions().output_options()
     options = run["options"]
     changed = {k: v for k, v in options.items() if k not in ("prompts", "columns") and (k not in defaults or v != defaults[k])}
-    if options["columns"] != defaults["columns"]:
-        changed["columns"] = {k: v for k, v in options["columns"].items() if v != defaults["columns"].get(k)}
+    # The columns' `format` is the `format=` option: `columns=` takes the column names only.
+    renamed = {k: v for k, v in options["columns"].items() if k != "format" and v != defaults["columns"].get(k)}
+    if renamed:
+        changed["columns"] = renamed
     arguments = "".join(f", {k}={v!r}" for k, v in changed.items())
     if options["prompts"] != defaults["prompts"]:
         where = f'["runs"][{index}]' if index is not None else ""
@@ -423,14 +425,17 @@ def _example_section(splits: Mapping[str, Any]) -> str:
     return "\n\n".join(
         [
             "**Instruction**",
-            _quote(example["instruction"]),
+            _verbatim(example["instruction"]),
             "**Before**",
-            _quote(example["before"]),
+            _verbatim(example["before"]),
             "**After**",
-            _quote(example["after"]),
+            _verbatim(example["after"]),
         ]
     )
 
 
-def _quote(text: str) -> str:
-    return "\n".join(f"> {line}" for line in text.splitlines()) or ">"
+def _verbatim(text: str) -> str:
+    """Data text as it is: in a fence longer than any run of backticks it holds, so that no markup
+    in the data (HTML, images, links) renders on the dataset's page."""
+    fence = "`" * max(3, 1 + max(map(len, re.findall("`+", text)), default=0))
+    return f"{fence}text\n{text}\n{fence}"

@@ -29,6 +29,8 @@ _DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".cs
 _FILE_SUFFIXES = {*_DATA_SUFFIXES, ".txt", ".tsv", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar"}
 # Flags whose value is a local path: the recorded command keeps the file name only.
 _PATH_FLAGS = {"--output", "-o", "--chat-template", "--prompts", "--cache-dir"}
+# Flags whose value is an address: kept only if it is one of Hugging Face's hosts.
+_ADDRESS_FLAGS = {"--endpoint", "--ray"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -240,6 +242,8 @@ def _command(args: argparse.Namespace) -> str:
     shown: list[str] = []
     pending: str | None = None  # the flag whose value comes next
     for item in args.argv:
+        if pending == "--ray" and item != args.ray:
+            pending = None  # --ray without an address: this item is not its value
         if pending is not None:
             if pending != "--token":
                 shown.append(_public_value(pending, item))
@@ -248,7 +252,7 @@ def _command(args: argparse.Namespace) -> str:
         flag, has_value, value = item.partition("=")
         if flag == "--token":
             pending = None if has_value else flag
-        elif flag in _PATH_FLAGS | {"--endpoint"} and item.startswith("--"):
+        elif flag in _PATH_FLAGS | _ADDRESS_FLAGS and item.startswith("--"):
             if has_value:
                 shown.append(f"{flag}={_public_value(flag, value)}")
             else:
@@ -270,7 +274,9 @@ def _command(args: argparse.Namespace) -> str:
 def _public_value(flag: str, value: str) -> str:
     from .card import hugging_face_hosted
 
-    if flag == "--endpoint":
+    if flag == "--ray" and value in ("auto", "local"):
+        return value
+    if flag in _ADDRESS_FLAGS:
         return ",".join(url if hugging_face_hosted(url) else "URL" for url in value.split(","))
     return Path(value).name
 

@@ -25,7 +25,7 @@ _STOPS = {
     "edit_cut_off": "the editor's answer was cut at max_new_tokens, and CoEvol never keeps a cut-off edit",
     "unreadable_verdicts": "neither verdict of the judge could be read, so there was no decision and the answer stayed",
 }
-_KEEP_RULE = "CoEvol keeps an edit only when it wins over both orders"
+_KEEP_RULE = "CoEvol keeps an edit only when its score over both orders together is higher"
 
 
 def is_compare(scores: Scores) -> bool:
@@ -58,7 +58,9 @@ def explain(round_: Round) -> str:
         if first is None or second is None:
             read = "first" if second is not None else "second"  # new is read first in the new-first order
             return f"kept: only one verdict could be read, and it preferred the edit, which it had read {read}; one readable verdict decides alone ({_merged(round_.scores)})"
-        return f"kept: the edit won over both orders ({_merged(round_.scores)})"
+        if _winner(first) == _winner(second) == "new":
+            return f"kept: the edit won in both orders ({_merged(round_.scores)})"
+        return f"kept: over both orders together the edit scored higher ({_merged(round_.scores)})"
     if round_.stop in _STOPS:
         return f"no edit kept: {_STOPS[round_.stop]}"
     first, second = _pairs(round_)

@@ -25,8 +25,10 @@ from coevol_hf.card import (
     is_hub_id,
     public_command,
     read_runs,
+    reproduce_snippet,
     run_configuration,
 )
+from coevol_hf import CoEvol
 from coevol_hf.options import CoEvolOptions
 from coevol_hf.prompts import TEMPLATE_FIELDS
 from coevol_hf.trace import Round, RunInfo, Trace, Turn, Usage, prompts_digest
@@ -112,6 +114,31 @@ def test_runs_are_told_apart_whatever_text_the_traces_hold() -> None:
     tricky = Dataset.from_list([*tricky.to_list(), *({**tricky[0], "coevol_trace": text} for text in (*texts, run_first))])
     runs = read_runs({"train": tricky})
     assert [(r.info, r.rows) for r in runs] == [(plain, 3), (nested, 3)]
+
+
+@pytest.mark.parametrize("changed", [{}, {"format": "alpaca"}, {"format": "sharegpt", "columns": {"conversations": "dialog"}, "max_rounds": 1}])
+def test_the_cards_python_snippet_makes_the_same_run(changed: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    options = CoEvolOptions(**changed, prompts={"editor_task": "Rewrite it: {suggestions}"}).output_options()
+    run = config_of(run_info(**options))
+    (tmp_path / "coevol_config.json").write_text(json.dumps(run))
+    monkeypatch.chdir(tmp_path)
+    (line,) = [line for line in reproduce_snippet(run).splitlines() if line.startswith("refined = source.map(")]
+    made = eval(line.removeprefix("refined = source.map(").removesuffix(", batched=True)"), {"CoEvol": CoEvol, "URL": "http://127.0.0.1:8080", "json": json})
+    assert made.options.output_options() == options
+
+
+def test_the_example_shows_data_text_verbatim_and_renders_none_of_its_markup() -> None:
+    run = run_info()
+    question = "Show ``` fences and <b>tags</b>?"
+    before = "![pixel](https://tracker.example/p.png) <img src=x onerror=alert(1)>"
+    after = before + "\n```python\nprint('code')\n```"
+    turn = Turn(0, question, before, (Round(1, edit=after, accepted=True),))
+    refined = {**row(0, run), "instruction": question, "output": after, "coevol_original": [before]}
+    refined["coevol_trace"] = Trace(run, (turn,), Usage(calls=4)).to_json()
+    body = str(build_card({"train": Dataset.from_list([refined])}))
+    assert f"**Instruction**\n\n````text\n{question}\n````" in body
+    assert f"**Before**\n\n```text\n{before}\n```" in body
+    assert f"**After**\n\n````text\n{after}\n````" in body
 
 
 def test_templates_the_installed_defaults_cannot_confirm_are_said_to_be_unknown() -> None:

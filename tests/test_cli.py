@@ -84,6 +84,21 @@ def test_recorded_command_redacts_tokens_by_value(tmp_path: Path, monkeypatch: p
     assert _command(hub_id) == "coevol-hf refine tatsu-lab/alpaca -o out"
 
 
+@pytest.mark.parametrize(
+    ("argv", "ray", "recorded"),
+    [
+        (["--ray", "ray://10.0.0.5:10001", "-o", "out"], "ray://10.0.0.5:10001", "--ray URL -o out"),
+        (["--ray=ray://head.internal:10001", "-o", "out"], "ray://head.internal:10001", "--ray=URL -o out"),
+        (["--ray", "-o", "out"], "local", "--ray -o out"),
+        (["-o", "out", "--ray"], "local", "-o out --ray"),
+        (["--ray", "auto", "-o", "out"], "auto", "--ray auto -o out"),
+    ],
+)
+def test_recorded_command_hides_a_ray_cluster_address(argv: list[str], ray: str, recorded: str) -> None:
+    args = argparse.Namespace(argv=["refine", "data.jsonl", *argv], input="data.jsonl", token=None, ray=ray)
+    assert _command(args) == f"coevol-hf refine data.jsonl {recorded}"
+
+
 @pytest.mark.parametrize("command", [["refine", "data.jsonl", "-o", "out"], ["push", "out", "me/data"]])
 def test_abbreviated_flags_are_refused(command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_:
@@ -359,7 +374,7 @@ def test_demo_refines_its_sample_into_a_folder_it_owns(server: TGIServer, tmp_pa
     assert main(["demo", "-o", str(output)]) == 0
     out = capsys.readouterr().out
     # It ends with one row's story: the accepted edit (the test server's judge prefers the longer answer).
-    assert f"report: {output / 'report.html'}" in out and "kept: the edit won over both orders" in out
+    assert f"report: {output / 'report.html'}" in out and "kept: the edit won in both orders" in out
     assert out.rstrip().endswith("LLM calls for this row: 16")
     config = json.loads((output / "coevol_config.json").read_text())
     assert config["source"] == "self_instruct_sample.jsonl" and config["license"] == "apache-2.0"
