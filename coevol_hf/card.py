@@ -79,7 +79,7 @@ def size_category(rows: int) -> str:
     return "n>10M"
 
 
-def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | None = None) -> list[DataRun]:
+def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | str | PurePath | None = None) -> list[DataRun]:
     """The distinct runs recorded in the rows' traces, in order of their first row.
 
     Rows whose trace is null (rows that failed) carry no run. A `refiner` must be one of these
@@ -90,6 +90,8 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
     rows: collections.Counter[str] = collections.Counter()
     models: set[str] = set()
     for name, split in splits.items():
+        if split.num_rows == 0:  # maps to itself, without the coevol_* columns
+            continue
         missing = [c for c in _SUMMARY_COLUMNS + [REFINED.model] if c not in split.column_names]
         if missing:
             raise ValueError(f"Split {name!r} is not refined by coevol-hf: it lacks the columns {missing}.")
@@ -110,7 +112,14 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
         if not runs:
             raise ValueError("No row of the data was refined (every coevol_trace is null), so nothing in it says how it was made: pass refiner=.")
         return runs
+    if isinstance(refiner, (str, PurePath)):
+        refiner = json.loads(Path(refiner).read_text(encoding="utf-8"))
     config = _plain(refiner if isinstance(refiner, Mapping) else refiner.run_config())
+    if "runs" in config:
+        raise ValueError(
+            "refiner= describes one run, and this run configuration holds several (`runs`): pass one of them, "
+            "or none (each row's trace says how it was made)."
+        )
     return _with_config(runs, config, models | {run.info.model for run in runs})
 
 
@@ -164,7 +173,7 @@ def run_configuration(runs: Sequence[DataRun]) -> dict[str, Any]:
 
 def build_card(
     splits: Mapping[str, Any],
-    refiner: Refiner | Mapping[str, Any] | None = None,
+    refiner: Refiner | Mapping[str, Any] | str | PurePath | None = None,
     *,
     runs: Sequence[DataRun] | None = None,
     existing: DatasetCard | None = None,
@@ -313,7 +322,8 @@ def _default_prompts() -> dict[str, str]:
 
 def _rows(splits: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     for split in splits.values():
-        yield from split.select_columns(_SUMMARY_COLUMNS)
+        if split.num_rows:
+            yield from split.select_columns(_SUMMARY_COLUMNS)
 
 
 def _union(existing: Any, ours: list[str]) -> list[str]:

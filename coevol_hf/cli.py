@@ -350,12 +350,23 @@ def _load(source: str, split: str, limit: int | None) -> Any:
         builder = _DATA_SUFFIXES.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"{source}: unsupported file type {path.suffix!r}; accepted: {sorted(_DATA_SUFFIXES)}, or a Hub dataset id.")
-        dataset = load_dataset(builder, data_files=str(path), split="train")
+        try:
+            dataset = load_dataset(builder, data_files=str(path), split="train")
+        except StopIteration:  # what datasets' json reader raises for an empty file
+            raise ValueError(f"{source} is empty: nothing to refine.") from None
     elif _names_a_file(source):
         raise FileNotFoundError(f"no such file: {source}")
     else:
         dataset = load_dataset(source, split=split)
+    if len(dataset) == 0:
+        raise ValueError(f"{source} has no rows: nothing to refine.")
     return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of rows, at least 1, not {text!r}")
+    return int(text)
 
 
 def _names_a_file(source: str) -> bool:
@@ -447,7 +458,7 @@ def _parser() -> argparse.ArgumentParser:
     refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
     add_arguments(refine, CoEvolOptions, skip=("endpoint", "token"))
     refine.add_argument("--split", default="train")
-    refine.add_argument("--limit", type=int, help="refine only the first N rows")
+    refine.add_argument("--limit", type=_positive, help="refine only the first N rows")
     refine.add_argument("--jsonl", action="store_true", help="also write data.jsonl")
     refine.add_argument("--license", help="licence id for the card (default: the source dataset's, when known)")
     refine.add_argument("--batch-size", type=int, default=1000)

@@ -33,7 +33,7 @@ def push_to_hub(
     dataset: Dataset | DatasetDict,
     repo_id: str,
     *,
-    refiner: Refiner | Mapping[str, Any] | None = None,
+    refiner: Refiner | Mapping[str, Any] | str | Path | None = None,
     private: bool | None = None,
     token: str | None = None,
     license: str | None = None,
@@ -46,12 +46,17 @@ def push_to_hub(
 
     The card and `coevol_config.json` describe the run(s) recorded in the data's traces.
     `refiner` is optional: the `CoEvol` that made the data, or the run configuration it wrote
-    (`coevol_config.json`); one that did not make this data is refused before anything is
-    uploaded. `source` is the dataset that was refined: a Hub id links it and lends its licence
+    (`coevol_config.json`, loaded or its path); one that did not make this data is refused before
+    anything is uploaded. `source` is the dataset that was refined: a Hub id links it and lends its licence
     and language to the card; a local file is named by its file name only. Text the repo's card
     has outside the coevol-hf markers is kept, unless `replace_card`.
     """
     splits = dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
+    refined = next((split.features for split in splits.values() if split.num_rows), None)
+    if isinstance(dataset, DatasetDict) and refined is not None:
+        # `map` leaves a split without rows as it was, without the coevol_* columns, and a
+        # DatasetDict whose splits differ in columns cannot be pushed: give it the refined ones.
+        dataset = DatasetDict({name: split if split.num_rows else Dataset.from_dict({c: [] for c in refined}, features=refined) for name, split in splits.items()})
     runs = read_runs(splits, refiner)
     stats = split_stats(splits)
     secrets = _secrets(token)

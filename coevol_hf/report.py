@@ -64,7 +64,8 @@ class _Figures:
 
 def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
     """Write the HTML report of a refined `Dataset` (or `DatasetDict`, splits one after another) to `path`."""
-    splits: Iterable[tuple[str | None, Any]] = dataset.items() if isinstance(dataset, Mapping) else [(None, dataset)]
+    # A split without rows maps to itself, without the coevol_* columns: nothing to show.
+    splits: Iterable[tuple[str | None, Any]] = [(name, data) for name, data in dataset.items() if len(data)] if isinstance(dataset, Mapping) else [(None, dataset)]
     rows: list[Mapping[str, Any]] = []
     views: list[dict[str, Any]] = []
     figures = _Figures()

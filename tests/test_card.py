@@ -183,6 +183,13 @@ def test_a_refiner_adds_where_the_data_came_from_made_public() -> None:
     assert "# coevol-hf refine seed.jsonl -o out --endpoint URL --prompts=p.json" in str(build_card({"train": dataset(run)}, runs=[found]))
 
 
+def test_a_run_configuration_of_several_runs_is_refused_as_refiner() -> None:
+    first, second = run_info(max_rounds=1), run_info(max_rounds=3)
+    several = run_configuration(read_runs({"train": dataset(first, second)}))
+    with pytest.raises(ValueError, match=r"refiner= describes one run, and this run configuration holds several"):
+        read_runs({"train": dataset(first, second)}, several)
+
+
 def test_data_whose_rows_all_failed_needs_a_refiner() -> None:
     with pytest.raises(ValueError, match="No row of the data was refined .* pass refiner="):
         read_runs({"train": dataset(None, None)})

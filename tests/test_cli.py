@@ -326,6 +326,17 @@ def test_a_flag_value_that_cannot_be_read_says_what_is_wrong(source: Path, tmp_p
     assert last_error(capsys).startswith(f"coevol-hf refine: error: argument --prompts: {prompts} is not valid JSON (Expecting property name")
 
 
+def test_input_without_rows_is_refused_before_any_call(server: TGIServer, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert refine(empty, tmp_path / "out", server) == 1
+    assert last_error(capsys) == f"coevol-hf refine: {empty} is empty: nothing to refine."
+    with pytest.raises(SystemExit):
+        refine(empty, tmp_path / "out", server, "--limit", "0")
+    assert last_error(capsys) == "coevol-hf refine: error: argument --limit: expected a whole number of rows, at least 1, not '0'"
+    assert server.calls == [] and not (tmp_path / "out").exists()
+
+
 def test_local_and_endpoint_exclude_each_other(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["refine", str(source), "-o", str(tmp_path / "out"), "--local", "--endpoint", "http://127.0.0.1:9"]) == 1
     assert last_error(capsys) == "coevol-hf refine: --local starts its own server: drop --endpoint, or --local."

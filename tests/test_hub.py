@@ -165,6 +165,29 @@ push_to_hub(splits, "me/two-splits", refiner=refiner, token={TOKEN!r})
     assert "| rows | 5 |" in body
 
 
+def test_a_split_without_rows_and_a_run_configuration_file(tmp_path: Path) -> None:
+    # `map` leaves an empty split without the coevol_* columns; the refiner given as a file's path.
+    rows = alpaca_rows(3)
+    config = tmp_path / "coevol_config.json"
+    code = f"""
+import json
+from datasets import Dataset, DatasetDict
+from coevol_hf import CoEvol, push_to_hub
+refiner = CoEvol(endpoint=URL, max_rounds=1)
+splits = DatasetDict(train=Dataset.from_list({rows!r}), test=Dataset.from_list({rows!r}).select([])).map(refiner, batched=True)
+json.dump(refiner.run_config(), open({str(config)!r}, "w"))
+push_to_hub(splits, "me/with-empty", refiner={str(config)!r}, token={TOKEN!r})
+"""
+    with HubServer(token=TOKEN) as hub, TGIServer() as server:
+        result = run(code.replace("URL", repr(server.url)), hub)
+        assert result.returncode == 0, result.stderr
+        metadata, body = card_of(hub, "me/with-empty")
+        train, test = pushed_rows(hub, "me/with-empty", "train"), pushed_rows(hub, "me/with-empty", "test")
+    assert [r["instruction"] for r in train] == [r["instruction"] for r in rows] and test == []
+    assert {s["split"] for s in metadata["configs"][0]["data_files"]} == {"train", "test"}
+    assert "| rows | 3 |" in body
+
+
 def test_wrong_token_is_a_clear_error(refined_dir: Path) -> None:
     with HubServer(token=TOKEN) as hub:
         result = push(refined_dir, "me/refined", hub, token="hf_wrong")

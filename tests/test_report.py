@@ -81,6 +81,13 @@ def test_figures_are_the_datasets_stats(refined: DatasetDict, tmp_path: Path) ->
     assert "all (6)" in page and "improved (4)" in page and "unchanged (1)" in page and "errored (1)" in page
 
 
+def test_a_split_without_rows_is_left_out(refined: DatasetDict, tmp_path: Path) -> None:
+    # `map` returns a split without rows as it was: without the coevol_* columns.
+    splits = DatasetDict(alpaca=refined["alpaca"], held_out=refined["alpaca"].select([]).select_columns(["instruction"]))
+    views = rows_of(report(splits, tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert [view["p"] for view in views] == ["alpaca"] * len(refined["alpaca"])
+
+
 def test_model_text_cannot_add_markup(refined: DatasetDict, tmp_path: Path) -> None:
     page = report(refined, tmp_path / "report.html").read_text(encoding="utf-8")
     assert page.count("<script") == 2 and page.count("</script>") == 2  # the data blob and the page's script
