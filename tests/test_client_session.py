@@ -284,6 +284,16 @@ def test_a_tgi_server_not_ready_yet_is_never_taken_for_another_kind_of_server(tm
         assert (session.server().kind, session.server().identity) == ("tgi", "test-org/test-model@0123abcd")
 
 
+@pytest.mark.parametrize(("model_id", "warned"), [("/home/alice/models/acme-ft.Q4_K_M.gguf", True), ("acme/public-ft", False)])
+def test_a_model_named_by_a_local_path_is_warned_about(model_id: str, warned: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with TGIServer(kind="vllm", model_id=model_id) as server:
+        assert session_of(server.url, tmp_path).server().model_id == model_id
+    warnings = [r.getMessage() for r in caplog.records if "names its model by a local path" in r.getMessage()]
+    assert bool(warnings) is warned
+    if warned:
+        assert "a push publishes it. Start the server with a public name (vLLM --served-model-name, llama.cpp --alias)." in warnings[0]
+
+
 def test_max_new_tokens_the_server_cannot_fit_is_refused_before_any_call(tmp_path: Path) -> None:
     with TGIServer() as server:  # its /info allows 4096 tokens per request
         session = session_of(server.url, tmp_path, sampling=Sampling(max_new_tokens=4096))

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from ..options import Sampling
 from .http import Failure, Http, deadline, is_loopback, proxy_for
 
 logger = logging.getLogger(__name__)
+_WARNED_PATHS: set[str] = set()
 
 ServerKind = Literal["tgi", "openai"]
 PROBE_TIMEOUT = 10.0
@@ -121,6 +123,7 @@ async def probe(http: Http, target: Target, sampling: Sampling) -> ServerInfo:
                 f"max_new_tokens={sampling.max_new_tokens} leaves no room for a prompt: {url} allows {server.max_total_tokens} "
                 "tokens per request, prompt and answer together (its --max-total-tokens). Pass a smaller max_new_tokens."
             )
+        _warn_if_local_path(server.model_id, url)
         return _pin_tgi(server, sampling, url)
     listing = await _get_json(http, target, "/v1/models")
     data = listing.get("data") if isinstance(listing, dict) else None
@@ -138,6 +141,7 @@ async def probe(http: Http, target: Target, sampling: Sampling) -> ServerInfo:
         raise ConfigError(f"{url} serves several models ({_listing(ids)}): pass model= to say which one answers.")
     else:
         model_id = ids[0]
+    _warn_if_local_path(model_id, url)
     # OpenAI-style servers report no revision: the identity is the id, plus the user's model_revision.
     return ServerInfo(kind="openai", model_id=model_id, model_sha=sampling.model_revision)
 
@@ -202,6 +206,19 @@ async def _get_json(http: Http, target: Target, route: str) -> Any:
         return json.loads(response.body)
     except ValueError:
         return None
+
+
+def _warn_if_local_path(model_id: str, url: str) -> None:
+    """Servers started on a folder name their model by its path, which every row then records."""
+    if model_id in _WARNED_PATHS or not (model_id.startswith(("/", "~", "./", "../", "\\")) or re.match(r"[A-Za-z]:[\\/]", model_id)):
+        return
+    _WARNED_PATHS.add(model_id)
+    logger.warning(
+        "%s names its model by a local path, %r: every row records it (coevol_model, coevol_trace), and a push "
+        "publishes it. Start the server with a public name (vLLM --served-model-name, llama.cpp --alias).",
+        url,
+        model_id,
+    )
 
 
 def _limit(info: dict[str, Any], name: str, url: str) -> int | None:
