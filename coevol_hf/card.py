@@ -198,7 +198,9 @@ def build_card(
     data = DatasetCardData(**card.data.to_dict())
     inherited = source_card.to_dict() if source_card is not None else {}
     hub_source = source is not None and is_hub_id(source)
-    data.license = license or data.license or inherited.get("license")
+    # The licence given to `refine` is a default: one set on the repo since is kept.
+    run_license = next((run.extras["license"] for run in runs if run.extras.get("license")), None)
+    data.license = license or data.license or run_license or inherited.get("license")
     data.language = data.language or inherited.get("language")
     source_name = (source.rsplit("/", 1)[-1] if hub_source else PurePath(source).stem) if source else None
     data.pretty_name = pretty_name or data.pretty_name or (f"{source_name} (CoEvol-refined)" if source_name else "CoEvol-refined responses")

@@ -323,7 +323,7 @@ def _push(args: argparse.Namespace) -> int:
     from .hub import push_to_hub
 
     splits, run = _read_output(args.directory)
-    url = push_to_hub(DatasetDict(splits), args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license or run.get("license"), source=run.get("source"), pretty_name=args.pretty_name, replace_card=args.replace_card)
+    url = push_to_hub(DatasetDict(splits), args.repo_id, refiner=run, private=args.private or None, token=args.token, license=args.license, source=run.get("source"), pretty_name=args.pretty_name, replace_card=args.replace_card)
     print(f"pushed {sum(map(len, splits.values()))} rows, the card and the run configuration to {url}")
     return 0
 
@@ -336,7 +336,7 @@ def _card(args: argparse.Namespace) -> int:
     folder = OutputFolder(Path(args.directory))
     folder.check(overwrite=args.overwrite, names=[CARD_FILE])
     source = run.get("source")
-    card = build_card(splits, run, source=source, source_card=source_card(source, None) if source else None, license=args.license or run.get("license"), pretty_name=args.pretty_name, reproduce=_reproduce(run))
+    card = build_card(splits, run, source=source, source_card=source_card(source, None) if source else None, license=args.license, pretty_name=args.pretty_name, reproduce=_reproduce(run))
     folder.write(CARD_FILE, lambda path: path.write_text(str(card), encoding="utf-8"))
     print(f"wrote {folder.path / CARD_FILE}")
     return 0

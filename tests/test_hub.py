@@ -240,6 +240,12 @@ def test_licence_given_to_refine_is_kept_by_push(tmp_path: Path) -> None:
         result = push(tmp_path / "out", "me/refined", hub)
         assert result.returncode == 0, result.stderr
         assert card_of(hub, "me/refined")[0]["license"] == "apache-2.0"
+        card = hub.repos["me/refined"].files["README.md"].decode()
+        hub.repos["me/refined"].files["README.md"] = card.replace("license: apache-2.0", "license: mit").encode()  # changed on the Hub
+        assert push(tmp_path / "out", "me/refined", hub).returncode == 0
+        assert card_of(hub, "me/refined")[0]["license"] == "mit"
+        assert push(tmp_path / "out", "me/refined", hub, "--license", "cc-by-4.0").returncode == 0
+        assert card_of(hub, "me/refined")[0]["license"] == "cc-by-4.0"  # the flag of this push decides
 
 
 # -- issue 13: the card is ours only between the markers; pushing is idempotent; the data carries its run --
