@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -80,6 +81,8 @@ def _refine(args: argparse.Namespace) -> int:
     options = _options(args)
     folder = OutputFolder(Path(args.output))
     folder.check(overwrite=args.overwrite, source=args.input)
+    if Path(args.input).exists() and args.split != "train":
+        raise ValueError(f"--split names a split of a Hub dataset; {args.input} is a local file, read whole: drop --split (--limit N takes its first N rows).")
     dataset = _load(args.input, args.split, args.limit)
     if args.local:
         from .local import LocalServer
@@ -123,7 +126,7 @@ def _write(refined: Any, transform: Any, args: argparse.Namespace, folder: Outpu
 
     source = _public_source(args.input)
     run = {**transform.run_config(), "source": source, "split": args.split, "license": args.license, "command": _command(args)}
-    splits = {args.split: refined}
+    splits = {_split_name(args.split): refined}
     stats = split_stats(splits)
     card = build_card(splits, run, source=source, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run), stats=stats)
     written = {DATA_FILE: lambda path: refined.to_parquet(str(path))}
@@ -314,7 +317,14 @@ def _read_output(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if missing:
         raise ValueError(f"{folder} lacks {', '.join(missing)}: give a directory written by `coevol-hf refine`.")
     run = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    return {run.get("split") or "train": Dataset.from_parquet(str(folder / DATA_FILE), keep_in_memory=True)}, run
+    return {_split_name(run.get("split") or "train"): Dataset.from_parquet(str(folder / DATA_FILE), keep_in_memory=True)}, run
+
+
+def _split_name(spec: str) -> str:
+    """The name a split is written and pushed under: `train` for `train[:100]`; `train` for a sum
+    of splits (`train+test`), which has no name of its own."""
+    name = re.match(r"\w+(?:\.\w+)*", spec)
+    return name.group(0) if name and "+" not in spec else "train"
 
 
 def _push(args: argparse.Namespace) -> int:

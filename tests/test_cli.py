@@ -17,7 +17,7 @@ from conftest import alpaca_rows
 from hub_server import HubServer
 from tgi_server import Call, Error, TGIServer, default_script
 
-from coevol_hf.cli import MANIFEST_FILE, _command, main
+from coevol_hf.cli import MANIFEST_FILE, _command, _split_name, main
 from coevol_hf.options import CoEvolOptions, markdown_table
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -335,6 +335,16 @@ def test_input_without_rows_is_refused_before_any_call(server: TGIServer, tmp_pa
         refine(empty, tmp_path / "out", server, "--limit", "0")
     assert last_error(capsys) == "coevol-hf refine: error: argument --limit: expected a whole number of rows, at least 1, not '0'"
     assert server.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_split_names_a_hub_datasets_split_only(server: TGIServer, source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert refine(source, tmp_path / "out", server, "--split", "validation") == 1
+    assert last_error(capsys) == (
+        f"coevol-hf refine: --split names a split of a Hub dataset; {source} is a local file, read whole: drop --split (--limit N takes its first N rows)."
+    )
+    assert server.calls == []
+    # A slice or a sum of a Hub dataset's splits is written and pushed under a name the Hub accepts.
+    assert [_split_name(spec) for spec in ("train", "train[:100]", "test[10%:]", "train+test", "dev.v2")] == ["train", "train", "test", "train", "dev.v2"]
 
 
 def test_local_and_endpoint_exclude_each_other(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
