@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import re
 import shlex
 from importlib import resources
@@ -23,7 +24,7 @@ from string import Template
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
-from huggingface_hub import DatasetCard, DatasetCardData
+from huggingface_hub import DatasetCard, DatasetCardData, get_token
 
 from . import __version__
 from .formats import REFINED
@@ -241,6 +242,25 @@ def card_text(existing: str, block: str) -> str:
 def split_stats(splits: Mapping[str, Any]) -> RunStats:
     """The statistics of all splits together, from their `coevol_*` columns."""
     return compute_stats(_rows(splits))
+
+
+def known_secrets(token: str | None) -> set[str]:
+    """Every token value this process can know: the argument's, the environment's, the one saved
+    by `hf auth login`; none of them may appear in anything published."""
+    return {secret for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("COEVOL_TOKEN"), get_token()) if secret}
+
+
+def redact(value: Any, secrets: set[str]) -> Any:
+    """`value` with every secret's text replaced by `***`, in every string it holds."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, Mapping):
+        return {key: redact(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact(item, secrets) for item in value]
+    return value
 
 
 def is_hub_id(source: str) -> bool:

@@ -270,8 +270,10 @@ def _command(args: argparse.Namespace) -> str:
             shown.append(_public_source(item))
         else:
             shown.append(item)
-    secrets = _secrets(args.token)
-    return "coevol-hf " + shlex.join(_redact(item, secrets) for item in shown)
+    from .card import known_secrets, redact
+
+    secrets = known_secrets(args.token)
+    return "coevol-hf " + shlex.join(redact(item, secrets) for item in shown)
 
 
 def _public_value(flag: str, value: str) -> str:
@@ -282,19 +284,6 @@ def _public_value(flag: str, value: str) -> str:
     if flag in _ADDRESS_FLAGS:
         return ",".join(url if hugging_face_hosted(url) else "URL" for url in value.split(","))
     return Path(value).name
-
-
-def _secrets(token: str | None) -> set[str]:
-    """Every token this process knows: the flag's, the environment's and the one saved by `hf auth login`."""
-    from huggingface_hub import get_token
-
-    return {secret for secret in (token, os.environ.get("COEVOL_TOKEN"), os.environ.get("HF_TOKEN"), get_token()) if secret}
-
-
-def _redact(text: str, secrets: set[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
 
 
 def _reproduce(run: dict[str, Any]) -> str:

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import httpx2
 from datasets import Dataset, DatasetDict
-from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, get_token
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from .card import CONFIG_FILE, Refiner, build_card, is_hub_id, read_runs, run_configuration, split_stats
+from .card import CONFIG_FILE, Refiner, build_card, is_hub_id, known_secrets, read_runs, redact, run_configuration, split_stats
 from .errors import PublishError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ def push_to_hub(
         dataset = DatasetDict({name: split if split.num_rows else Dataset.from_dict({c: [] for c in refined}, features=refined) for name, split in splits.items()})
     runs = read_runs(splits, refiner)
     stats = split_stats(splits)
-    secrets = _secrets(token)
+    secrets = known_secrets(token)
     api = HfApi(token=token)
     inherited = source_card(source, token) if source else None
 
@@ -69,8 +68,8 @@ def push_to_hub(
             splits, runs=runs, existing=DatasetCard(existing.decode()) if existing is not None else None, replace_card=replace_card,
             source=source, source_card=inherited, license=license, pretty_name=pretty_name, stats=stats,
         )
-        config = json.dumps(_redact(run_configuration(runs), secrets), indent=2, ensure_ascii=False)
-        return {README: _redact(str(card), secrets).encode(), CONFIG_FILE: config.encode()}
+        config = json.dumps(redact(run_configuration(runs), secrets), indent=2, ensure_ascii=False)
+        return {README: redact(str(card), secrets).encode(), CONFIG_FILE: config.encode()}
 
     try:
         render(_file_at(api, repo_id, README, None))  # fail before uploading
@@ -118,24 +117,6 @@ def _file_at(api: HfApi, repo_id: str, path: str, revision: str | None) -> bytes
         return Path(api.hf_hub_download(repo_id, path, repo_type="dataset", revision=revision)).read_bytes()
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
         return None
-
-
-def _secrets(token: str | None) -> set[str]:
-    """Every token value this process can know: the argument's, the environment's, the saved one."""
-    return {secret for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("COEVOL_TOKEN"), get_token()) if secret}
-
-
-def _redact(value: Any, secrets: set[str]) -> Any:
-    """`value` with every secret's text replaced, in every string it holds."""
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
-    if isinstance(value, Mapping):
-        return {key: _redact(item, secrets) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redact(item, secrets) for item in value]
-    return value
 
 
 def _publish_error(repo_id: str, err: HfHubHTTPError) -> PublishError:

@@ -26,9 +26,6 @@ class RunStats:
     chars_before: int = 0
     chars_after: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 def compute_stats(rows: Iterable[Mapping[str, Any]]) -> RunStats:
     """Stats over rows having the `coevol_*` columns (any iterable of row dicts)."""

@@ -12,7 +12,7 @@ import textwrap
 from typing import Any, Iterable, Mapping
 
 from .formats import REFINED
-from .trace import Round, Scores, Trace, Turn, Verdict
+from .trace import Round, Scores, Trace, Turn, Verdict, winner
 
 WIDTH = 100
 _SHORT = 160  # characters kept of each debate turn, suggestion and verdict
@@ -58,20 +58,20 @@ def explain(round_: Round) -> str:
         if first is None or second is None:
             read = "first" if second is not None else "second"  # new is read first in the new-first order
             return f"kept: only one verdict could be read, and it preferred the edit, which it had read {read}; one readable verdict decides alone ({_merged(round_.scores)})"
-        if _winner(first) == _winner(second) == "new":
+        if winner(first) == winner(second) == "new":
             return f"kept: the edit won in both orders ({_merged(round_.scores)})"
         return f"kept: over both orders together the edit scored higher ({_merged(round_.scores)})"
     if round_.stop in _STOPS:
         return f"no edit kept: {_STOPS[round_.stop]}"
     first, second = _pairs(round_)
-    if first and second and _winner(first) != _winner(second) and "tie" not in (_winner(first), _winner(second)):
-        read_first = _winner(first) == "old"
+    if first and second and winner(first) != winner(second) and "tie" not in (winner(first), winner(second)):
+        read_first = winner(first) == "old"
         order = "first" if read_first else "second"
         return f"rejected: the judge preferred whichever answer it read {order}, so the two orders cancelled; {_KEEP_RULE}"
     if first is None or second is None:
         one = first or second
         return f"rejected: only one verdict could be read and it did not prefer the edit ({_merged(one)}); {_KEEP_RULE}"
-    if _winner(first) == _winner(second) == "old":
+    if winner(first) == winner(second) == "old":
         return f"rejected: the judge preferred the old answer in both orders ({_merged(round_.scores)})"
     return f"rejected: the edit did not win ({_merged(round_.scores)}); {_KEEP_RULE}"
 
@@ -161,10 +161,6 @@ def _shorten(text: str, limit: int) -> str:
 
 def _pairs(round_: Round) -> tuple[Scores | None, Scores | None]:
     return (round_.old_first and round_.old_first.scores), (round_.new_first and round_.new_first.scores)
-
-
-def _winner(scores: Scores) -> str:
-    return "new" if scores[1] > scores[0] else "old" if scores[0] > scores[1] else "tie"
 
 
 def _merged(scores: Scores | None) -> str:

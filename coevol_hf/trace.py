@@ -80,7 +80,7 @@ class Round:
     def orders_agree(self) -> bool:
         """Both verdicts were readable and named the same winner."""
         first, second = (self.old_first and self.old_first.scores), (self.new_first and self.new_first.scores)
-        return bool(first and second and _winner(first) == _winner(second))
+        return bool(first and second and winner(first) == winner(second))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,5 +238,6 @@ def _unpair(data: Mapping[str, float] | None) -> Scores | None:
     return None if data is None else (data["old"], data["new"])
 
 
-def _winner(scores: Scores) -> str:
+def winner(scores: Scores) -> str:
+    """Which answer a pair of (old, new) scores prefers: "old", "new" or "tie"."""
     return "new" if scores[1] > scores[0] else "old" if scores[0] > scores[1] else "tie"

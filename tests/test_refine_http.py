@@ -10,7 +10,7 @@ import os
 import pytest
 from conftest import alpaca_rows
 from datasets import Dataset
-from tgi_server import PERSONA_ROLES, Call, Error, TGIServer, default_script, prefer_longer
+from tgi_server import PERSONA_ROLES, Call, Error, TGIServer, default_script
 
 from coevol_hf import CoEvol, EndpointError, InputFormatError, coevol_refine
 from coevol_hf.stats import compute_stats, format_stats
