@@ -180,9 +180,21 @@ class MapOperator:
             return await self.process_row(row, session, server)
         except RowError as err:
             if self.options.on_error == "raise":
-                start = next((str(v) for v in row.values() if isinstance(v, str)), "")[:60]
+                start = _first_text(row)[:60]
                 raise RowError(err.kind, f"{err.args[0]} (on_error='raise'; the row starting {start!r})") from None
             return self.failed_row(row, err, server)
+
+
+def _first_text(value: Any) -> str:
+    """The first text in a row, conversations included: what names the row in an error."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        text = value.get("value", value.get("content"))  # a turn: its text, not its role label
+        items = [text] if isinstance(text, str) else list(value.values())
+    else:
+        items = value if isinstance(value, (list, tuple)) else ()
+    return next((text for text in map(_first_text, items) if text), "")
 
 
 class Batch:

@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import alpaca_rows
+from conftest import alpaca_rows, mt_bench_conversations
 from datasets import Dataset, load_from_disk
 from tgi_server import Call, Error, Hang, TGIServer, default_script
 
@@ -297,6 +297,14 @@ def test_on_error_raise_stops_at_the_first_failure(server: TGIServer) -> None:
     with pytest.raises(RowError, match=r"validation: HTTP 422: Input validation error.*on_error='raise'.*TOO LONG"):
         refine(server.url, rows, on_error="raise")
     assert len(server.calls) < 4 * 8
+
+
+def test_on_error_raise_names_a_conversation_row_by_its_first_text(server: TGIServer) -> None:
+    rows = mt_bench_conversations()[:2]
+    rows[1]["conversations"][0]["value"] = "TOO LONG " + rows[1]["conversations"][0]["value"]
+    server.script = lambda call: Error(422, "Input validation error", "validation") if "TOO LONG" in call.task else default_script(call)
+    with pytest.raises(RowError, match=r"on_error='raise'; the row starting 'TOO LONG "):
+        refine(server.url, rows, on_error="raise")
 
 
 def test_on_error_raise_also_stops_on_a_bad_row(server: TGIServer) -> None:

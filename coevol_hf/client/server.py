@@ -178,7 +178,7 @@ async def _get(http: Http, target: Target, route: str) -> Any:
         elif failure.kind == "timeout":
             message = f"{target.url}{route} gave {failure.args[0]}."
         else:
-            message = f"Cannot reach {target.url}: {failure.args[0]}. Start the server, or point COEVOL_ENDPOINT / endpoint= at a running one."
+            message = f"Cannot reach {target.url}: {failure.args[0]}. Start the server, or point endpoint= (--endpoint, $COEVOL_ENDPOINT) at a running one."
         raise EndpointError(message) from failure
 
 
