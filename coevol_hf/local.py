@@ -8,11 +8,11 @@ which is all coevol-hf needs.
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
+from .client.http import is_loopback_host
 from .errors import ConfigError, EndpointError
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -48,7 +48,7 @@ class LocalServer:
         threads: int | None = None,
         allow_remote: bool = False,
     ) -> None:
-        if not allow_remote and not _is_loopback(host):
+        if not allow_remote and not is_loopback_host(host):
             raise ConfigError(f"Refusing to serve on {host!r}: only loopback addresses unless allow_remote=True (--allow-remote).")
         self.host, self.port, self.parallel = host, port, parallel
         self.context_per_slot = context_per_slot
@@ -85,12 +85,3 @@ class LocalServer:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -463,7 +463,7 @@ def test_a_given_token_goes_to_its_endpoint_over_https_or_loopback(monkeypatch: 
     assert auth_headers(url, "given") == {"authorization": "Bearer given"}
 
 
-@pytest.mark.parametrize("url", ["http://10.0.0.5:8080", "http://tgi.internal", "http://router.huggingface.co"])
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8080", "http://tgi.internal", "http://router.huggingface.co", "http://tgi.localhost:8080"])
 def test_a_given_token_never_crosses_the_network_in_clear_text(url: str) -> None:
     with pytest.raises(ConfigError, match=rf"token= would travel in clear text to {url}"):
         auth_headers(url, "given")

@@ -140,8 +140,13 @@ def run_blocking(work: Callable[[Http], Awaitable[T]], timeout: float) -> T:
 
 
 def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost` or a loopback address. Not `*.localhost`: without a resolver that knows the
+    name (RFC 6761), it can be asked of DNS, and answered with any address."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
