@@ -318,30 +318,39 @@ def test_identical_calls_in_flight_together_are_sent_once(tmp_path: Path) -> Non
         assert len(server.calls) == 2 and (session.cache_misses, session.cache_hits) == (2, 1)
 
 
-def test_a_cancelled_caller_leaves_the_shared_request_to_the_other_and_the_last_one_stops_it(tmp_path: Path) -> None:
+def test_a_cancelled_caller_never_takes_the_answer_from_the_others(tmp_path: Path) -> None:
     with TGIServer(lambda c: "shared answer") as server:
         session = session_of(server.url, tmp_path)
-        server.hold()
 
-        async def work(s: ClientSession) -> tuple[str, int]:
-            first, second = (asyncio.ensure_future(s(ask("Same question."))) for _ in range(2))
-            while not server.calls:
+        async def asked_twice(s: ClientSession, question: str, cancel: int) -> tuple[str, int]:
+            """Two identical calls while the server holds its answers; one of them is cancelled."""
+            server.hold()
+            calls = [asyncio.ensure_future(s(ask(question))) for _ in range(2)]
+            before = len(server.calls)
+            while len(server.calls) == before:
                 await asyncio.sleep(0.01)
-            first.cancel()
+            calls[cancel].cancel()
+            await asyncio.sleep(0.1)
             server.release()
-            answer = (await second).text
+            return (await calls[1 - cancel]).text, len(server.calls) - before
+
+        async def work(s: ClientSession) -> list[Any]:
+            waiter_cancelled = await asked_twice(s, "First question.", cancel=1)
+            sender_cancelled = await asked_twice(s, "Second question.", cancel=0)
             server.hold()
             lone = asyncio.ensure_future(s(ask("Asked alone.")))
-            while len(server.calls) < 2:
+            while server.calls[-1].messages[-1]["content"] != "Asked alone.":
                 await asyncio.sleep(0.01)
+            sent = s.calls_sent
             lone.cancel()
             await asyncio.sleep(0.2)
-            return answer, s.calls_sent
+            return [waiter_cancelled, sender_cancelled, s.calls_sent - sent]
 
-        answer, sent = drive(session, work)
+        waiter_cancelled, sender_cancelled, stopped = drive(session, work)
         server.release()
-        assert answer == "shared answer" and len(server.calls) == 2
-        assert sent == 2  # the lone call's request ended while the server still held its answer: stopped
+        assert waiter_cancelled == ("shared answer", 1)  # the request went on for the other caller
+        assert sender_cancelled == ("shared answer", 2)  # its request stopped; the other sent its own
+        assert stopped == 1  # the lone call's request ended while the server still held its answer
 
 
 # -- faults that end a run -----------------------------------------------------------------------

@@ -46,15 +46,11 @@ class _Live:
     format: RequestFormat
     pool: EndpointPool
     headers: dict[str, dict[str, str]] = dataclasses.field(repr=False)  # per endpoint URL, for POSTs; holds the token
-    in_flight: dict[bytes, "_Shared"] = dataclasses.field(default_factory=dict)  # by request key
+    in_flight: dict[bytes, asyncio.Future[Reply]] = dataclasses.field(default_factory=dict)  # by request key
 
 
-@dataclasses.dataclass
-class _Shared:
-    """One request that identical calls in flight at the same time wait for together."""
-
-    task: asyncio.Future[Reply]
-    waiting: int = 0
+class _Abandoned(Exception):
+    """The call that was sending a request others wait for was cancelled."""
 
 
 class ClientSession:
@@ -154,28 +150,27 @@ class ClientSession:
         if cached is not None:
             self.cache_hits += 1
             return cached
-        shared = live.in_flight.get(key)
-        if shared is None:
-            self.cache_misses += 1
-            shared = live.in_flight[key] = _Shared(asyncio.ensure_future(self._send_and_keep(live, body, affinity, key)))
-        else:
-            self.cache_hits += 1  # rows with the same instruction and response ask the same at once
-        shared.waiting += 1
-        try:
-            return await asyncio.shield(shared.task)
-        except asyncio.CancelledError:
-            shared.waiting -= 1
-            if shared.waiting == 0:  # no caller left: stop the request
-                shared.task.cancel()
-            raise
-
-    async def _send_and_keep(self, live: _Live, body: bytes, affinity: str | None, key: bytes) -> Reply:
+        while (shared := live.in_flight.get(key)) is not None:
+            # Rows with the same instruction and response ask the same at the same time: wait for
+            # the answer the first one is getting (shielded: a waiter's cancellation is its own).
+            self.cache_hits += 1
+            try:
+                return await asyncio.shield(shared)
+            except _Abandoned:
+                self.cache_hits -= 1  # its sender was cancelled: send it ourselves
+        self.cache_misses += 1
+        shared = live.in_flight[key] = asyncio.get_running_loop().create_future()
         try:
             reply = await self._send(live, body, affinity)
-            self._cache.put(key, vars(reply))  # every field of the record, read back by `_cached_reply`
-            return reply
+        except BaseException as err:
+            shared.set_exception(_Abandoned() if isinstance(err, asyncio.CancelledError) else err)
+            shared.exception()  # retrieved, whether or not anyone waits
+            raise
         finally:
             del live.in_flight[key]
+        self._cache.put(key, vars(reply))  # every field of the record, read back by `_cached_reply`
+        shared.set_result(reply)
+        return reply
 
     async def aclose(self) -> None:
         if self._live is not None:
