@@ -338,9 +338,15 @@ function el(tag, cls, text) {
 }
 
 function haystack(row) {
+  // The data's texts only: the page's own words ("preferred", "orders") are in every row.
   let text = searchable.get(row);
   if (text === undefined) {
-    text = JSON.stringify(row).toLowerCase();
+    const parts = [row.e || "", ...(row.o || [])];
+    for (const turn of row.t || []) {
+      parts.push(turn.n, ...turn.d.map(run => run[1]));
+      for (const round of turn.r) parts.push(...round.g, round.x || "", ...round.v.map(verdict => verdict[1] || ""));
+    }
+    text = parts.join(" ").toLowerCase();
     searchable.set(row, text);
   }
   return text;

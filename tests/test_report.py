@@ -143,6 +143,14 @@ def test_page_in_chromium_shows_every_row_without_errors(refined: DatasetDict, b
             await browser.evaluate("document.querySelector('[data-status=all]').click()")
             assert await browser.evaluate("document.querySelectorAll('.pair ins').length") > 0
 
+            # Search looks at the data's texts, not at the page's own words about them.
+            for query, rows in (("preferred", 0), ("pwned", 20)):
+                await browser.evaluate(f"(q => {{ q.value = {query!r}; q.dispatchEvent(new Event('input')); }})(document.getElementById('query'))")
+                await asyncio.sleep(0.5)
+                assert await browser.evaluate("document.querySelectorAll('article.row').length") == rows, query
+            await browser.evaluate("(q => { q.value = ''; q.dispatchEvent(new Event('input')); })(document.getElementById('query'))")
+            await asyncio.sleep(0.5)
+
             assert browser.console_errors == []
             assert all(url.startswith(("file:", "data:", "about:")) for url in browser.requested), browser.requested
             shot = await browser.screenshot()
