@@ -83,8 +83,9 @@ def size_category(rows: int) -> str:
 def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | str | PurePath | None = None) -> list[DataRun]:
     """The distinct runs recorded in the rows' traces, in order of their first row.
 
-    Rows whose trace is null (rows that failed) carry no run. A `refiner` must be one of these
-    runs (else ValueError, before anything is uploaded); it can only add to what the data says.
+    Rows whose trace is null (rows that failed) carry no run. A `refiner` (a `CoEvol`, its run
+    configuration, or that file's path) must be one of these runs (else ValueError, before
+    anything is uploaded); it can only add to what the data says.
     """
     infos: dict[str, RunInfo] = {}
     keys: dict[str, str] = {}  # a run's JSON text as the traces carry it -> its canonical key

@@ -245,8 +245,8 @@ def _command(args: argparse.Namespace) -> str:
     shown: list[str] = []
     pending: str | None = None  # the flag whose value comes next
     for item in args.argv:
-        if pending == "--ray" and item != args.ray:
-            pending = None  # --ray without an address: this item is not its value
+        if pending == "--ray" and item.startswith("-"):
+            pending = None  # --ray without an address (argparse's rule for an optional value)
         if pending is not None:
             if pending != "--token":
                 shown.append(_public_value(pending, item))

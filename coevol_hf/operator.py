@@ -189,9 +189,12 @@ def _first_text(value: Any) -> str:
     """The first text in a row, conversations included: what names the row in an error."""
     if isinstance(value, str):
         return value
+    if isinstance(value, Mapping) and ("value" in value or "content" in value):
+        # A turn: its text, never its role label; a system prompt (the same in every row) names no row.
+        text = value.get("value", value.get("content"))
+        return text if isinstance(text, str) and value.get("role", value.get("from")) != "system" else ""
     if isinstance(value, Mapping):
-        text = value.get("value", value.get("content"))  # a turn: its text, not its role label
-        items = [text] if isinstance(text, str) else list(value.values())
+        items = list(value.values())
     else:
         items = value if isinstance(value, (list, tuple)) else ()
     return next((text for text in map(_first_text, items) if text), "")

@@ -41,12 +41,12 @@ def describe_verdict(verdict: Verdict | None, *, new_first: bool) -> str:
     if verdict.scores is None:
         return f"with {shown}: unreadable"
     old, new = verdict.scores
-    winner = "a tie" if old == new else "preferred the new answer" if new > old else "preferred the old answer"
+    preference = "a tie" if old == new else "preferred the new answer" if new > old else "preferred the old answer"
     numbers = "" if is_compare(verdict.scores) else f" (old {old:g}, new {new:g})"
     position = ""
     if old != new:
         position = ", the one it read first" if (new > old) == new_first else ", the one it read second"
-    return f"with {shown}: {winner}{position}{numbers}"
+    return f"with {shown}: {preference}{position}{numbers}"
 
 
 def explain(round_: Round) -> str:

@@ -165,8 +165,8 @@ def run_json(trace_json: str) -> str:
 
     Publishing a million rows needs only their runs, and every row of a run carries the same
     text, so a reader can parse each distinct text once. The run is the trace's last key: of the
-    places `"run": {` appears (a key nested in the run, or text inside a string), it is the only
-    one where a JSON object starts that ends where the trace does.
+    places `"run": {` appears (quotes inside strings are escaped, so only keys: the trace's, or
+    one nested in the run), it is the one whose object ends where the trace does.
     """
     start = trace_json.rfind(_RUN_KEY)
     while start != -1:

@@ -92,6 +92,8 @@ def test_recorded_command_redacts_tokens_by_value(tmp_path: Path, monkeypatch: p
         (["--ray", "-o", "out"], "local", "--ray -o out"),
         (["-o", "out", "--ray"], "local", "-o out --ray"),
         (["--ray", "auto", "-o", "out"], "auto", "--ray auto -o out"),
+        (["--ray", "ray://10.0.0.5:10001", "--ray", "-o", "out"], "local", "--ray URL --ray -o out"),
+        (["--ray", "ray://secret-head:10001", "--ray", "ray://other:1"], "ray://other:1", "--ray URL --ray URL"),
     ],
 )
 def test_recorded_command_hides_a_ray_cluster_address(argv: list[str], ray: str, recorded: str) -> None:

@@ -284,8 +284,9 @@ def test_a_tgi_server_not_ready_yet_is_never_taken_for_another_kind_of_server(tm
         assert (session.server().kind, session.server().identity) == ("tgi", "test-org/test-model@0123abcd")
 
 
-@pytest.mark.parametrize(("model_id", "warned"), [("/home/alice/models/acme-ft.Q4_K_M.gguf", True), ("acme/public-ft", False)])
+@pytest.mark.parametrize(("model_id", "warned"), [("/home/alice/{}/acme-ft.Q4_K_M.gguf", True), ("acme/public-ft-{}", False), ("/repository", False)])
 def test_a_model_named_by_a_local_path_is_warned_about(model_id: str, warned: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model_id = model_id.format(tmp_path.name)  # a name of its own: each is warned about once per process
     with TGIServer(kind="vllm", model_id=model_id) as server:
         assert session_of(server.url, tmp_path).server().model_id == model_id
     warnings = [r.getMessage() for r in caplog.records if "names its model by a local path" in r.getMessage()]

@@ -301,7 +301,9 @@ def test_on_error_raise_stops_at_the_first_failure(server: TGIServer) -> None:
 
 def test_on_error_raise_names_a_conversation_row_by_its_first_text(server: TGIServer) -> None:
     rows = mt_bench_conversations()[:2]
-    rows[1]["conversations"][0]["value"] = "TOO LONG " + rows[1]["conversations"][0]["value"]
+    for row in rows:  # a system prompt, the same in every row, names none of them
+        row["conversations"].insert(0, {"from": "system", "value": "You are a helpful assistant."})
+    rows[1]["conversations"][1]["value"] = "TOO LONG " + rows[1]["conversations"][1]["value"]
     server.script = lambda call: Error(422, "Input validation error", "validation") if "TOO LONG" in call.task else default_script(call)
     with pytest.raises(RowError, match=r"on_error='raise'; the row starting 'TOO LONG "):
         refine(server.url, rows, on_error="raise")

@@ -27,6 +27,7 @@ from .http import Failure, Http, deadline, is_loopback, proxy_for
 
 logger = logging.getLogger(__name__)
 _WARNED_PATHS: set[str] = set()
+_ENDPOINT_MOUNT = "/repository"  # where Inference Endpoints mount a model: TGI's model_id there, and nothing private
 
 ServerKind = Literal["tgi", "openai"]
 PROBE_TIMEOUT = 10.0
@@ -197,7 +198,7 @@ async def _get_json(http: Http, target: Target, route: str) -> Any:
             else "pass token= for this endpoint (no token was sent: the saved Hugging Face token goes only to Hugging Face's API hosts)"
         )
         raise EndpointError(f"{target.url}{route} answered {status}: {advice}.")
-    if status == 429 or status >= 500:
+    if status in (429, 502, 503, 504):
         # Not "this is no TGI server": asking /v1/models instead would take TGI for another kind of server.
         raise EndpointError(f"{target.url}{route} answered {status}: the server is not ready. Run again when it answers.")
     if status != 200:
@@ -210,7 +211,9 @@ async def _get_json(http: Http, target: Target, route: str) -> Any:
 
 def _warn_if_local_path(model_id: str, url: str) -> None:
     """Servers started on a folder name their model by its path, which every row then records."""
-    if model_id in _WARNED_PATHS or not (model_id.startswith(("/", "~", "./", "../", "\\")) or re.match(r"[A-Za-z]:[\\/]", model_id)):
+    if model_id in _WARNED_PATHS or model_id == _ENDPOINT_MOUNT:
+        return
+    if not (model_id.startswith(("/", "~", "./", "../", "\\")) or re.match(r"[A-Za-z]:[\\/]", model_id)):
         return
     _WARNED_PATHS.add(model_id)
     logger.warning(

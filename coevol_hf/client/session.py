@@ -50,7 +50,7 @@ class _Live:
 
 
 class _Abandoned(Exception):
-    """The call that was sending a request others wait for was cancelled."""
+    """The call that was sending a request others wait for was cancelled or interrupted."""
 
 
 class ClientSession:
@@ -135,9 +135,9 @@ class ClientSession:
     # -- calls ----------------------------------------------------------------------------------
 
     async def __call__(self, messages: Sequence[dict[str, str]], *, schema: dict | None = None, affinity: str | None = None) -> Reply:
-        """From the request cache when answered before, else over HTTP, once for identical calls
-        in flight together; `affinity` (the row) sends calls that share a prompt prefix to the
-        same replica.
+        """From the request cache when answered before, else over HTTP (with the request cache on,
+        once for identical calls in flight together); `affinity` (the row) sends calls that share
+        a prompt prefix to the same replica.
 
         Raises `RowError` for a call that finally failed, `EndpointError` to stop the run.
         """
@@ -162,14 +162,14 @@ class ClientSession:
         shared = live.in_flight[key] = asyncio.get_running_loop().create_future()
         try:
             reply = await self._send(live, body, affinity)
-        except BaseException as err:
-            shared.set_exception(_Abandoned() if isinstance(err, asyncio.CancelledError) else err)
+        except BaseException as err:  # cancelled, or interrupted: the waiters send their own
+            shared.set_exception(err if isinstance(err, Exception) else _Abandoned())
             shared.exception()  # retrieved, whether or not anyone waits
             raise
         finally:
             del live.in_flight[key]
-        self._cache.put(key, vars(reply))  # every field of the record, read back by `_cached_reply`
         shared.set_result(reply)
+        self._cache.put(key, vars(reply))  # every field of the record, read back by `_cached_reply`
         return reply
 
     async def aclose(self) -> None:
