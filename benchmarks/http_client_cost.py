@@ -87,11 +87,11 @@ async def aiohttp_session(url: str, calls: int, concurrency: int) -> float:
 
 async def coevol_session(url: str, calls: int, concurrency: int) -> float:
     from coevol_hf.client.session import ClientSession
-    from coevol_hf.options import Connection, Sampling
+    from coevol_hf.options import CoEvolOptions
 
     with tempfile.TemporaryDirectory() as cache_dir:
-        connection = Connection(endpoints=(url.removesuffix("/v1/chat/completions"),), max_concurrency=concurrency, cache_dir=cache_dir)
-        session = ClientSession(connection, Sampling())
+        options = CoEvolOptions(endpoint=url.removesuffix("/v1/chat/completions"), max_concurrency=concurrency, cache_dir=cache_dir)
+        session = ClientSession(options.connection(), options.sampling)
         await asyncio.to_thread(session.server)
         numbers = itertools.count()
         system, user = BODY["messages"]

@@ -77,7 +77,8 @@ def _key_values(text: str) -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class Connection:
-    """How to reach the servers: never part of a fingerprint, never written anywhere.
+    """How to reach the servers: never part of a fingerprint, never written anywhere. Made by
+    `JudgeOptions.connection()`, which holds the defaults and the checks.
 
     `endpoints` are replicas of one model. `max_retries` bounds the retries of a call after 429,
     5xx, timeouts and broken connections; the wait starts at `retry_backoff` seconds and doubles
@@ -85,27 +86,28 @@ class Connection:
     """
 
     endpoints: tuple[str, ...]
-    max_concurrency: int = 64
-    timeout: float = 600.0
-    token: str | None = dataclasses.field(default=None, repr=False)
-    max_retries: int = 6
-    retry_backoff: float = 1.0
-    request_cache: bool = True
-    cache_dir: str | None = None
+    max_concurrency: int
+    timeout: float
+    token: str | None = dataclasses.field(repr=False)
+    max_retries: int
+    retry_backoff: float
+    request_cache: bool
+    cache_dir: str | None
 
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    """What every request carries besides its messages, and which model must answer it."""
+    """What every request carries besides its messages, and which model must answer it. Made by
+    `JudgeOptions.sampling`, which holds the defaults and the checks."""
 
-    api: Api = "chat"
-    chat_template: str | None = None
-    temperature: float = 0.0
-    max_new_tokens: int = 1000
-    seed: int | None = 0
-    structured_judge: bool = True
-    model: str | None = None
-    model_revision: str | None = None
+    api: Api
+    chat_template: str | None
+    temperature: float
+    max_new_tokens: int
+    seed: int | None
+    structured_judge: bool
+    model: str | None
+    model_revision: str | None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The client session on its own, over real HTTP to the scripted server on 127.0.0.1.
 
-Each test drives `ClientSession(Connection(...), Sampling(...))` with asyncio the way the
+Each test drives a `ClientSession` (its options made as `CoEvol` makes them) with asyncio the way the
 operator does: `server()` from a plain thread, then calls on an event loop. What is checked is
 what can be trusted: which model answered, what was cut off, which secrets went where, and that
 a bad server ends a call or a run with one clear error instead of hanging or crashing it.
@@ -29,15 +29,20 @@ from coevol_hf.client.server import Target, auth_headers, probe
 from coevol_hf.client.session import ClientSession
 from coevol_hf.client.tgi import RequestFormat
 from coevol_hf.errors import ConfigError, EndpointError, RowError
-from coevol_hf.options import Connection, Sampling
+from coevol_hf.options import CoEvolOptions, Sampling
 
 TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
 
 
 def session_of(url: str | tuple[str, ...], tmp_path: Path, *, sampling: Sampling | None = None, **connection: Any) -> ClientSession:
-    endpoints = (url,) if isinstance(url, str) else url
+    endpoints = [url] if isinstance(url, str) else list(url)
     options = {"retry_backoff": 0.01, "max_retries": 2, "cache_dir": str(tmp_path / "request-cache"), **connection}
-    return ClientSession(Connection(endpoints=endpoints, **options), sampling or Sampling())
+    return ClientSession(CoEvolOptions(endpoint=endpoints, **options).connection(), sampling or sampling_of())
+
+
+def sampling_of(**options: Any) -> Sampling:
+    """The sampling options `CoEvol(**options)` sends (the defaults, checked, are the options')."""
+    return CoEvolOptions(**options).sampling
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -97,7 +102,7 @@ def test_a_server_restarted_with_another_model_gets_new_calls_after_a_refresh(tm
 @pytest.mark.parametrize("kind", ["tgi", "vllm"])
 def test_an_answer_from_another_model_stops_the_run_and_is_not_cached(tmp_path: Path, kind: str) -> None:
     with TGIServer(lambda c: "answer", kind=kind) as server:
-        session = session_of(server.url, tmp_path, sampling=Sampling(model="test-org/test-model"))
+        session = session_of(server.url, tmp_path, sampling=sampling_of(model="test-org/test-model"))
         session.server()
         assert call(session, "First.").text == "answer"
         server.restart(model_id="other-org/other-model")  # as in a notebook: same URL, no new probe
@@ -115,9 +120,9 @@ def test_a_listing_of_several_models_needs_model(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=r"serves several models \('test-org/test-model', 'org/lora-a', 'org/lora-b'\): pass model="):
             session_of(server.url, tmp_path).server()
         with pytest.raises(ConfigError, match=r"model='org/lora-c' was asked for, but .* serves 'test-org/test-model', 'org/lora-a', 'org/lora-b'"):
-            session_of(server.url, tmp_path, sampling=Sampling(model="org/lora-c")).server()
+            session_of(server.url, tmp_path, sampling=sampling_of(model="org/lora-c")).server()
 
-        chosen = session_of(server.url, tmp_path, sampling=Sampling(model="org/lora-b"))
+        chosen = session_of(server.url, tmp_path, sampling=sampling_of(model="org/lora-b"))
         assert chosen.server().identity == "org/lora-b"
         assert call(chosen, "Hi.").text == "from org/lora-b"
         assert server.calls[-1].body["model"] == "org/lora-b"
@@ -128,7 +133,7 @@ def test_model_revision_enters_the_identity_of_a_server_that_reports_none(tmp_pa
         plain = session_of(server.url, tmp_path)
         assert plain.server().identity == "test-org/test-model"
         call(plain, "Hi.")
-        revised = session_of(server.url, tmp_path, sampling=Sampling(model_revision="v2"))
+        revised = session_of(server.url, tmp_path, sampling=sampling_of(model_revision="v2"))
         assert revised.server().identity == "test-org/test-model@v2"
         call(revised, "Hi.")
         assert revised.cache_hits == 0 and len(server.calls) == 2  # another revision, another key
@@ -136,9 +141,9 @@ def test_model_revision_enters_the_identity_of_a_server_that_reports_none(tmp_pa
 
 def test_model_revision_must_match_what_tgi_reports(tmp_path: Path) -> None:
     with TGIServer() as server:
-        assert session_of(server.url, tmp_path, sampling=Sampling(model_revision="0123")).server().identity == "test-org/test-model@0123abcd"
+        assert session_of(server.url, tmp_path, sampling=sampling_of(model_revision="0123")).server().identity == "test-org/test-model@0123abcd"
         with pytest.raises(ConfigError, match="model_revision='fedcba98' was asked for, but .* serves 'test-org/test-model@0123abcd'"):
-            session_of(server.url, tmp_path, sampling=Sampling(model_revision="fedcba98")).server()
+            session_of(server.url, tmp_path, sampling=sampling_of(model_revision="fedcba98")).server()
 
 
 # -- what an answer says -------------------------------------------------------------------------
@@ -149,7 +154,7 @@ def test_cut_off_answers_are_marked_and_cached_as_such(tmp_path: Path, api: str)
     def script(c: Call) -> Answer:
         return Answer("half an ans", "length", cached_tokens=7) if "long" in c.task else Answer("done.", "stop" if api == "chat" else "eos_token")
 
-    sampling = Sampling(api=api, chat_template=TEMPLATE if api == "generate" else None)
+    sampling = sampling_of(api=api, chat_template=TEMPLATE if api == "generate" else None)
     with TGIServer(script) as server:
         first = session_of(server.url, tmp_path, sampling=sampling)
         cut, whole = outcomes(first, ["Write something long.", "Write something short."])
@@ -182,7 +187,7 @@ def test_an_entry_cached_before_cut_off_was_recorded_is_asked_again(tmp_path: Pa
     with TGIServer(lambda c: Answer("fresh", "length")) as server:
         session = session_of(server.url, tmp_path)
         server_info = session.server()
-        body = RequestFormat(Sampling(), server_info).encode(ask("Hi."))
+        body = RequestFormat(sampling_of(), server_info).encode(ask("Hi."))
         old = RequestCache(tmp_path / "request-cache")
         old.put(request_key(server_info.identity, "/v1/chat/completions", body), {"text": "stale", "prompt_tokens": 1, "completion_tokens": 1})
         old.close()
@@ -220,7 +225,7 @@ def test_the_cache_skips_a_value_no_file_can_hold(tmp_path: Path, caplog: pytest
 
 def test_an_oversized_answer_is_refused_unread_and_not_asked_again(tmp_path: Path) -> None:
     with TGIServer(lambda c: "x" * (2 << 20)) as server:
-        session = session_of(server.url, tmp_path, sampling=Sampling(max_new_tokens=10))
+        session = session_of(server.url, tmp_path, sampling=sampling_of(max_new_tokens=10))
         with pytest.raises(RowError, match=r"bad_response: the answer is larger than 1026 KiB; refused unread"):
             call(session, "Ramble.")
         assert len(server.calls) == 1
@@ -297,10 +302,10 @@ def test_a_model_named_by_a_local_path_is_warned_about(model_id: str, warned: bo
 
 def test_max_new_tokens_the_server_cannot_fit_is_refused_before_any_call(tmp_path: Path) -> None:
     with TGIServer() as server:  # its /info allows 4096 tokens per request
-        session = session_of(server.url, tmp_path, sampling=Sampling(max_new_tokens=4096))
+        session = session_of(server.url, tmp_path, sampling=sampling_of(max_new_tokens=4096))
         with pytest.raises(ConfigError, match=r"max_new_tokens=4096 leaves no room for a prompt: .* allows 4096 tokens per request"):
             session.server()
-        assert session_of(server.url, tmp_path, sampling=Sampling(max_new_tokens=4000)).server().max_total_tokens == 4096
+        assert session_of(server.url, tmp_path, sampling=sampling_of(max_new_tokens=4000)).server().max_total_tokens == 4096
         assert server.calls == []
 
 
@@ -506,7 +511,7 @@ def test_hub_offline_mode_keeps_hugging_face_hosts_out_without_a_request(monkeyp
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(EndpointError, match="HF_HUB_OFFLINE=1 forbids contacting Hugging Face"):
-        asyncio.run(probe(NoNetwork(), Target.of("https://router.huggingface.co", None), Sampling()))
+        asyncio.run(probe(NoNetwork(), Target.of("https://router.huggingface.co", None), sampling_of()))
 
 
 def test_a_pickled_session_keeps_what_was_probed_and_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,14 +54,9 @@ class _Abandoned(Exception):
 
 
 class ClientSession:
-    """Calls for one run: `await session(messages, schema=...)` returns a `Reply`.
-
-    `connection` may be `options.Connection` or any object with its fields.
-    """
+    """Calls for one run: `await session(messages, schema=...)` returns a `Reply`."""
 
     def __init__(self, connection: Connection, sampling: Sampling) -> None:
-        if isinstance(connection.max_concurrency, bool) or not isinstance(connection.max_concurrency, int) or connection.max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be an integer >= 1, not {connection.max_concurrency!r}.")
         self.connection = connection
         self.sampling = sampling
         self.calls_sent = 0
