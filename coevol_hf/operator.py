@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from . import __version__
 from .client.session import ClientSession
-from .client.server import ServerInfo
+from .client.server import ServerInfo, model_identity
 from .errors import ConfigError, RowError
 from .options import JudgeOptions
 from .protocol import gather_or_cancel
@@ -117,7 +117,7 @@ class MapOperator:
         """
         sampling = self.options.sampling
         if sampling.model is not None:
-            model = f"{sampling.model}@{sampling.model_revision}" if sampling.model_revision else sampling.model
+            model = model_identity(sampling.model, sampling.model_revision)
         else:
             try:
                 model = self.session.server(refresh=True).identity

@@ -36,6 +36,12 @@ _PROBE_CAP = 4 << 20  # a /v1/models listing of a large router fits many times o
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
 
 
+def model_identity(model_id: str, revision: str | None) -> str:
+    """What names a model in fingerprints, cache keys and rows: `model_id@revision` when a
+    revision is known, else the model id."""
+    return f"{model_id}@{revision}" if revision else model_id
+
+
 @dataclasses.dataclass(frozen=True)
 class ServerInfo:
     """What one endpoint serves. `model_sha` is TGI's revision, else the user's `model_revision`."""
@@ -49,8 +55,7 @@ class ServerInfo:
 
     @property
     def identity(self) -> str:
-        """`model_id@revision` when a revision is known, else the model id."""
-        return f"{self.model_id}@{self.model_sha}" if self.model_sha else self.model_id
+        return model_identity(self.model_id, self.model_sha)
 
     @property
     def request_model(self) -> str:
