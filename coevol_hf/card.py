@@ -22,11 +22,11 @@ from importlib import resources
 from pathlib import Path, PurePath, PureWindowsPath
 from string import Template
 from typing import Any, Iterable, Mapping, Protocol, Sequence
-from urllib.parse import urlsplit
 
 from huggingface_hub import DatasetCard, DatasetCardData, get_token
 
 from . import __version__
+from .client.server import is_hf_api_host
 from .formats import REFINED
 from .options import CoEvolOptions
 from .stats import RunStats, cached_share, compute_stats
@@ -41,7 +41,6 @@ _SUMMARY_COLUMNS = [REFINED.original, REFINED.rounds, REFINED.trace, REFINED.err
 _RUN_FIELDS = {field.name for field in dataclasses.fields(RunInfo)}
 _DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".tsv", ".parquet", ".arrow", ".txt", ".gz", ".zst", ".xz", ".bz2"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-_HF_HOSTS = ("huggingface.co", "hf.space", "huggingface.cloud")
 
 
 class Refiner(Protocol):
@@ -269,10 +268,10 @@ def is_hub_id(source: str) -> bool:
     return bool(_HUB_ID.fullmatch(source)) and PurePath(source).suffix.lower() not in _DATA_SUFFIXES and not Path(source).exists()
 
 
-def hugging_face_hosted(url: str) -> bool:
-    """An address on Hugging Face's hosts: the only endpoints a published file may name."""
-    host = (urlsplit(url.strip()).hostname or "").lower()
-    return any(host == domain or host.endswith("." + domain) for domain in _HF_HOSTS)
+def public_endpoint(url: str) -> str:
+    """An endpoint as a published file may name it: Hugging Face's own API hosts as they are;
+    any other (a private server, someone's Space or Inference Endpoint) as `URL`."""
+    return url if is_hf_api_host(url.strip()) else "URL"
 
 
 def public_command(command: str) -> str:
@@ -326,7 +325,7 @@ def _public_word(word: str) -> str:
     if has_value and flag.startswith("-"):
         return f"{flag}={_public_word(value)}"
     if "://" in word:
-        return ",".join(url if hugging_face_hosted(url) else "URL" for url in word.split(","))
+        return ",".join(map(public_endpoint, word.split(",")))
     if re.match(r"[A-Za-z]:[\\/]", word):
         return PureWindowsPath(word).name
     if word.startswith(("/", "~")) or ("/" in word and Path(word).exists()):

@@ -30,7 +30,7 @@ _DATA_SUFFIXES = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".cs
 _FILE_SUFFIXES = {*_DATA_SUFFIXES, ".txt", ".tsv", ".arrow", ".gz", ".bz2", ".xz", ".zst", ".zip", ".tar"}
 # Flags whose value is a local path: the recorded command keeps the file name only.
 _PATH_FLAGS = {"--output", "-o", "--chat-template", "--prompts", "--cache-dir"}
-# Flags whose value is an address: kept only if it is one of Hugging Face's hosts.
+# Flags whose value is an address: kept only if it is one of Hugging Face's API hosts.
 _ADDRESS_FLAGS = {"--endpoint", "--ray"}
 
 
@@ -277,12 +277,12 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def _public_value(flag: str, value: str) -> str:
-    from .card import hugging_face_hosted
+    from .card import public_endpoint
 
     if flag == "--ray" and value in ("auto", "local"):
         return value
     if flag in _ADDRESS_FLAGS:
-        return ",".join(url if hugging_face_hosted(url) else "URL" for url in value.split(","))
+        return ",".join(map(public_endpoint, value.split(",")))
     return Path(value).name
 
 

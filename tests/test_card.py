@@ -201,8 +201,9 @@ def test_data_whose_rows_all_failed_needs_a_refiner() -> None:
 def test_public_names() -> None:
     assert is_hub_id("tatsu-lab/alpaca") and is_hub_id("org/data.v2")
     assert not is_hub_id("/home/alice/seed.jsonl") and not is_hub_id("data/seed.jsonl") and not is_hub_id("seed.jsonl")
-    assert public_command("coevol-hf refine tatsu-lab/alpaca --endpoint https://x.endpoints.huggingface.cloud,http://192.168.0.2") == (
-        "coevol-hf refine tatsu-lab/alpaca --endpoint https://x.endpoints.huggingface.cloud,URL"
+    endpoints = "https://router.huggingface.co/v1,https://x.endpoints.huggingface.cloud,https://me-private.hf.space,http://192.168.0.2"
+    assert public_command(f"coevol-hf refine tatsu-lab/alpaca --endpoint {endpoints}") == (
+        "coevol-hf refine tatsu-lab/alpaca --endpoint https://router.huggingface.co/v1,URL,URL,URL"
     )
     assert public_command("coevol-hf refine ~/seed.jsonl 'C:\\Users\\bob\\seed two.jsonl'") == "coevol-hf refine seed.jsonl 'seed two.jsonl'"
 

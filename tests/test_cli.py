@@ -70,14 +70,14 @@ def test_recorded_command_redacts_tokens_by_value(tmp_path: Path, monkeypatch: p
     source.write_text("{}\n")
     argv = [
         "refine", str(source), "-o/home/me/out", "--output=/srv/x/y",
-        "--endpoint", "http://gpu-box.internal:8080,https://abc.us-east-1.aws.endpoints.huggingface.cloud?key=hf_environment_secret",
+        "--endpoint", "http://gpu-box.internal:8080,https://abc.us-east-1.aws.endpoints.huggingface.cloud,https://router.huggingface.co/v1?key=hf_environment_secret",
         "--token=hf_flag_secret", "--chat-template", "/etc/templates/chatml.jinja", "--prompts=../p.json",
         "--token", "hf_flag_secret", "--license", "hf_flag_secret", "--pretty-name", "hf_environment_secret",
     ]
     args = argparse.Namespace(argv=argv, input=str(source), token="hf_flag_secret")
     assert _command(args) == (
         "coevol-hf refine train.jsonl -oout --output=y "
-        "--endpoint 'URL,https://abc.us-east-1.aws.endpoints.huggingface.cloud?key=***' "
+        "--endpoint 'URL,URL,https://router.huggingface.co/v1?key=***' "
         "--chat-template chatml.jinja --prompts=p.json --license '***' --pretty-name '***'"
     )
     hub_id = argparse.Namespace(argv=["refine", "tatsu-lab/alpaca", "-o", "out"], input="tatsu-lab/alpaca", token=None)
