@@ -202,6 +202,13 @@ def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], 
     print(f"LLM calls {total.calls}; prompt tokens {total.prompt_tokens}, from the server's cache {total.cached_tokens} ({share:.1%})")
     ideal, ideal_by_role = ideal_cached(proxies)
     print(f"an unbounded prefix cache could have served {ideal} ({ideal / max(total.prompt_tokens, 1):.1%})")
+    sent, reusable, whatif_sent, whatif_reusable = advisor_in_the_advocates_thread(proxies)
+    whatif_total = total.prompt_tokens - sent + whatif_sent
+    print(
+        f"what-if, the advisor continuing the advocate's conversation: advisor {whatif_sent} prompt tokens, {whatif_reusable} reusable "
+        f"(as sent: {sent}, {reusable}); in all at most {ideal - reusable + whatif_reusable} of {whatif_total} "
+        f"({(ideal - reusable + whatif_reusable) / max(whatif_total, 1):.1%})"
+    )
     print(f"server prompt evaluation {total.prompt_ms / 1000:.1f} s; wall time {wall:.1f} s")
     for role, recorded in sorted(by_role.items()):
         print(f"  {role}: {recorded.calls} calls, {recorded.prompt_tokens} prompt tokens, {recorded.cached_tokens} from the cache, {ideal_by_role.get(role, 0)} at most")
@@ -219,13 +226,49 @@ def ideal_cached(proxies: list[RecordingProxy]) -> tuple[int, dict[str, int]]:
         rendered = [_tokens(proxy.upstream, exchange.messages) for exchange in proxy.exchanges]
         completed = [_tokens(proxy.upstream, exchange.messages, exchange.answer) for exchange in proxy.exchanges]
         for i, exchange in enumerate(proxy.exchanges):
-            earlier = [rendered[j] for j, other in enumerate(proxy.exchanges) if other.arrived < exchange.arrived]
-            earlier += [completed[j] for j, other in enumerate(proxy.exchanges) if other.finished < exchange.arrived]
-            shared = max((len(os.path.commonprefix([rendered[i], seen])) for seen in earlier), default=0)
-            cached = min(shared, len(rendered[i]) - 1)
+            cached = _reusable(rendered[i], [seen for j, seen in enumerate(rendered) if proxy.exchanges[j].arrived < exchange.arrived]
+                               + [seen for j, seen in enumerate(completed) if proxy.exchanges[j].finished < exchange.arrived])
             total += cached
             by_role[exchange.role] += cached
     return total, dict(by_role)
+
+
+def advisor_in_the_advocates_thread(proxies: list[RecordingProxy]) -> tuple[int, int, int, int]:
+    """What-if, not a layout coevol-hf uses: the advisor's call continuing the advocate's
+    conversation (its rebuttal prompt and answer, then the critic's rebuttal and the advisor's
+    persona and task, without the three debate texts the thread already holds). Returns the
+    advisor's prompt tokens and reusable tokens, as sent and in the what-if."""
+    sent = reusable = whatif_sent = whatif_reusable = 0
+    for proxy in proxies:
+        exchanges = proxy.exchanges
+        by_row = collections.defaultdict(dict)
+        for exchange in exchanges:
+            by_row[_opening(exchange.messages)][exchange.role] = exchange
+        completed = [_tokens(proxy.upstream, e.messages, e.answer) for e in exchanges]
+        for roles in by_row.values():
+            advisor, thread = roles.get("advisor"), roles.get("advocate rebuttal")
+            if advisor is None or thread is None or not {"advocate", "critic", "critic rebuttal"} <= roles.keys():
+                continue
+            earlier = [seen for j, seen in enumerate(completed) if exchanges[j].finished < advisor.arrived]
+            asked = _tokens(proxy.upstream, advisor.messages)
+            sent, reusable = sent + len(asked), reusable + _reusable(asked, earlier)
+            rest = "Your role:" + advisor.messages[-1]["content"].split("Your role:", 1)[1]  # the thread holds the opening
+            for known in (roles["advocate"].answer, roles["critic"].answer, thread.answer):
+                rest = rest.replace(known, "")
+            messages = [*thread.messages, {"role": "assistant", "content": thread.answer}, {"role": "user", "content": rest}]
+            whatif = _tokens(proxy.upstream, messages)
+            whatif_sent, whatif_reusable = whatif_sent + len(whatif), whatif_reusable + _reusable(whatif, earlier)
+    return sent, reusable, whatif_sent, whatif_reusable
+
+
+def _opening(messages: list[dict[str, str]]) -> str:
+    """What every call of a row opens with: the system message and the user message up to the persona."""
+    return messages[0]["content"] + messages[1]["content"].split("Your role:", 1)[0]
+
+
+def _reusable(tokens: list[int], earlier: list[list[int]]) -> int:
+    shared = max((len(os.path.commonprefix([tokens, seen])) for seen in earlier), default=0)
+    return min(shared, len(tokens) - 1)
 
 
 def _tokens(server: str, messages: list[dict[str, str]], answer: str | None = None) -> list[int]:
