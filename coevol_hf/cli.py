@@ -81,8 +81,6 @@ def _refine(args: argparse.Namespace) -> int:
     options = _options(args)
     folder = OutputFolder(Path(args.output))
     folder.check(overwrite=args.overwrite, source=args.input)
-    if Path(args.input).exists() and args.split != "train":
-        raise ValueError(f"--split names a split of a Hub dataset; {args.input} is a local file, read whole: drop --split (--limit N takes its first N rows).")
     dataset = _load(args.input, args.split, args.limit)
     if args.local:
         from .local import LocalServer
@@ -346,6 +344,8 @@ def _load(source: str, split: str, limit: int | None) -> Any:
 
     path = Path(source)
     if path.exists():
+        if split != "train":
+            raise ValueError(f"--split names a split of a Hub dataset; {source} is a local file, read whole: drop --split (--limit N takes its first N rows).")
         builder = _DATA_SUFFIXES.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"{source}: unsupported file type {path.suffix!r}; accepted: {sorted(_DATA_SUFFIXES)}, or a Hub dataset id.")

@@ -51,11 +51,11 @@ def push_to_hub(
     has outside the coevol-hf markers is kept, unless `replace_card`.
     """
     splits = dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
-    refined = next((split.features for split in splits.values() if split.num_rows), None)
-    if isinstance(dataset, DatasetDict) and refined is not None:
+    features = next((split.features for split in splits.values() if split.num_rows), None)
+    if isinstance(dataset, DatasetDict) and features is not None:
         # `map` leaves a split without rows as it was, without the coevol_* columns, and a
         # DatasetDict whose splits differ in columns cannot be pushed: give it the refined ones.
-        dataset = DatasetDict({name: split if split.num_rows else Dataset.from_dict({c: [] for c in refined}, features=refined) for name, split in splits.items()})
+        dataset = DatasetDict({name: split if split.num_rows else Dataset.from_dict({c: [] for c in features}, features=features) for name, split in splits.items()})
     runs = read_runs(splits, refiner)
     stats = split_stats(splits)
     secrets = known_secrets(token)

@@ -148,11 +148,12 @@ class ClientSession:
         while (shared := live.in_flight.get(key)) is not None:
             # Rows with the same instruction and response ask the same at the same time: wait for
             # the answer the first one is getting (shielded: a waiter's cancellation is its own).
-            self.cache_hits += 1
             try:
-                return await asyncio.shield(shared)
+                reply = await asyncio.shield(shared)
             except _Abandoned:
-                self.cache_hits -= 1  # its sender was cancelled: send it ourselves
+                continue  # its sender was cancelled: send it ourselves
+            self.cache_hits += 1
+            return reply
         self.cache_misses += 1
         shared = live.in_flight[key] = asyncio.get_running_loop().create_future()
         try:
