@@ -200,9 +200,10 @@ def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], 
     share = total.cached_tokens / total.prompt_tokens if total.prompt_tokens else 0.0
     print(f"{args.data}: rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, errors {stats.errors_by_kind or 'none'}")
     print(f"LLM calls {total.calls}; prompt tokens {total.prompt_tokens}, from the server's cache {total.cached_tokens} ({share:.1%})")
-    ideal, ideal_by_role = ideal_cached(proxies)
+    servers = [Tokenized.of(proxy) for proxy in proxies]
+    ideal, ideal_by_role = ideal_cached(servers)
     print(f"an unbounded prefix cache could have served {ideal} ({ideal / max(total.prompt_tokens, 1):.1%})")
-    sent, reusable, whatif_sent, whatif_reusable = advisor_in_the_advocates_thread(proxies)
+    sent, reusable, whatif_sent, whatif_reusable = advisor_in_the_advocates_thread(servers)
     whatif_total = total.prompt_tokens - sent + whatif_sent
     print(
         f"what-if, the advisor continuing the advocate's conversation: advisor {whatif_sent} prompt tokens, {whatif_reusable} reusable "
@@ -216,59 +217,70 @@ def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], 
     print(f"judge verdicts readable {readable} of {verdicts}; orders agree in {stats.judges_agree} of {stats.judged_rounds} judged rounds")
 
 
-def ideal_cached(proxies: list[RecordingProxy]) -> tuple[int, dict[str, int]]:
-    """Prompt tokens an unbounded prefix cache could have served: for each call, the longest
-    token prefix it shares with any call that reached the same server before it (its prompt) or
-    finished before it arrived (its prompt and answer), less the one token a server always
-    evaluates. The ceiling of a prompt layout, whatever the server keeps or evicts."""
+@dataclasses.dataclass
+class Tokenized:
+    """One server's recorded calls as that server tokenizes them: each prompt, and each prompt
+    followed by its answer."""
+
+    upstream: str
+    exchanges: list[Exchange]
+    prompts: list[list[int]]
+    completed: list[list[int]]
+
+    @classmethod
+    def of(cls, proxy: RecordingProxy) -> "Tokenized":
+        prompts = [_tokens(proxy.upstream, e.messages) for e in proxy.exchanges]
+        completed = [_tokens(proxy.upstream, e.messages, e.answer) for e in proxy.exchanges]
+        return cls(proxy.upstream, proxy.exchanges, prompts, completed)
+
+    def reusable(self, tokens: list[int], arrived: int) -> int:
+        """The longest prefix of `tokens` the server had evaluated when a call arriving at
+        `arrived` reached it (the prompts of calls that came before, the prompts and answers of
+        calls that had finished), less the one token a server always evaluates."""
+        seen = [p for e, p in zip(self.exchanges, self.prompts) if e.arrived < arrived]
+        seen += [c for e, c in zip(self.exchanges, self.completed) if e.finished < arrived]
+        shared = max((len(os.path.commonprefix([tokens, earlier])) for earlier in seen), default=0)
+        return min(shared, len(tokens) - 1)
+
+
+def ideal_cached(servers: list[Tokenized]) -> tuple[int, dict[str, int]]:
+    """Prompt tokens an unbounded prefix cache could have served: the ceiling of a prompt layout,
+    whatever the server keeps or evicts."""
     total, by_role = 0, collections.Counter()
-    for proxy in proxies:
-        rendered = [_tokens(proxy.upstream, exchange.messages) for exchange in proxy.exchanges]
-        completed = [_tokens(proxy.upstream, exchange.messages, exchange.answer) for exchange in proxy.exchanges]
-        for i, exchange in enumerate(proxy.exchanges):
-            cached = _reusable(rendered[i], [seen for j, seen in enumerate(rendered) if proxy.exchanges[j].arrived < exchange.arrived]
-                               + [seen for j, seen in enumerate(completed) if proxy.exchanges[j].finished < exchange.arrived])
+    for server in servers:
+        for exchange, prompt in zip(server.exchanges, server.prompts):
+            cached = server.reusable(prompt, exchange.arrived)
             total += cached
             by_role[exchange.role] += cached
     return total, dict(by_role)
 
 
-def advisor_in_the_advocates_thread(proxies: list[RecordingProxy]) -> tuple[int, int, int, int]:
+def advisor_in_the_advocates_thread(servers: list[Tokenized]) -> tuple[int, int, int, int]:
     """What-if, not a layout coevol-hf uses: the advisor's call continuing the advocate's
     conversation (its rebuttal prompt and answer, then the critic's rebuttal and the advisor's
     persona and task, without the three debate texts the thread already holds). Returns the
     advisor's prompt tokens and reusable tokens, as sent and in the what-if."""
     sent = reusable = whatif_sent = whatif_reusable = 0
-    for proxy in proxies:
-        exchanges = proxy.exchanges
-        by_row = collections.defaultdict(dict)
-        for exchange in exchanges:
-            by_row[_opening(exchange.messages)][exchange.role] = exchange
-        completed = [_tokens(proxy.upstream, e.messages, e.answer) for e in exchanges]
+    for server in servers:
+        by_row: collections.defaultdict[str, dict[str, tuple[Exchange, list[int]]]] = collections.defaultdict(dict)
+        for exchange, prompt in zip(server.exchanges, server.prompts):
+            by_row[_opening(exchange.messages)][exchange.role] = (exchange, prompt)
         for roles in by_row.values():
-            advisor, thread = roles.get("advisor"), roles.get("advocate rebuttal")
-            if advisor is None or thread is None or not {"advocate", "critic", "critic rebuttal"} <= roles.keys():
+            if not {"advisor", "advocate", "critic", "advocate rebuttal", "critic rebuttal"} <= roles.keys():
                 continue
-            earlier = [seen for j, seen in enumerate(completed) if exchanges[j].finished < advisor.arrived]
-            asked = _tokens(proxy.upstream, advisor.messages)
-            sent, reusable = sent + len(asked), reusable + _reusable(asked, earlier)
+            (advisor, asked), (thread, _) = roles["advisor"], roles["advocate rebuttal"]
+            sent, reusable = sent + len(asked), reusable + server.reusable(asked, advisor.arrived)
             rest = "Your role:" + advisor.messages[-1]["content"].split("Your role:", 1)[1]  # the thread holds the opening
-            for known in (roles["advocate"].answer, roles["critic"].answer, thread.answer):
+            for known in (roles["advocate"][0].answer, roles["critic"][0].answer, thread.answer):
                 rest = rest.replace(known, "")
-            messages = [*thread.messages, {"role": "assistant", "content": thread.answer}, {"role": "user", "content": rest}]
-            whatif = _tokens(proxy.upstream, messages)
-            whatif_sent, whatif_reusable = whatif_sent + len(whatif), whatif_reusable + _reusable(whatif, earlier)
+            whatif = _tokens(server.upstream, [*thread.messages, {"role": "assistant", "content": thread.answer}, {"role": "user", "content": rest}])
+            whatif_sent, whatif_reusable = whatif_sent + len(whatif), whatif_reusable + server.reusable(whatif, advisor.arrived)
     return sent, reusable, whatif_sent, whatif_reusable
 
 
 def _opening(messages: list[dict[str, str]]) -> str:
     """What every call of a row opens with: the system message and the user message up to the persona."""
     return messages[0]["content"] + messages[1]["content"].split("Your role:", 1)[0]
-
-
-def _reusable(tokens: list[int], earlier: list[list[int]]) -> int:
-    shared = max((len(os.path.commonprefix([tokens, seen])) for seen in earlier), default=0)
-    return min(shared, len(tokens) - 1)
 
 
 def _tokens(server: str, messages: list[dict[str, str]], answer: str | None = None) -> list[int]:
