@@ -91,8 +91,6 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
     rows: collections.Counter[str] = collections.Counter()
     models: set[str] = set()
     for name, split in splits.items():
-        if split.num_rows == 0:  # maps to itself, without the coevol_* columns
-            continue
         missing = [c for c in _SUMMARY_COLUMNS + [REFINED.model] if c not in split.column_names]
         if missing:
             raise ValueError(f"Split {name!r} is not refined by coevol-hf: it lacks the columns {missing}.")
@@ -344,8 +342,7 @@ def _default_prompts() -> dict[str, str]:
 
 def _rows(splits: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     for split in splits.values():
-        if split.num_rows:
-            yield from split.select_columns(_SUMMARY_COLUMNS)
+        yield from split.select_columns(_SUMMARY_COLUMNS)
 
 
 def _union(existing: Any, ours: list[str]) -> list[str]:

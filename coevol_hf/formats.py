@@ -106,6 +106,12 @@ REFINED = RefinedColumns()
 JUDGED = JudgedColumns()
 
 
+def splits_with_rows(splits: Mapping[str, Any]) -> dict[str, Any]:
+    """The splits that have rows: `map` returns a split without rows as it was, without the
+    `coevol_*` columns, so it has nothing to describe."""
+    return {name: split for name, split in splits.items() if split.num_rows}
+
+
 @dataclasses.dataclass(frozen=True)
 class Exchange:
     user: str

@@ -23,6 +23,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 
 from .card import CONFIG_FILE, Refiner, build_card, is_hub_id, known_secrets, read_runs, redact, run_configuration, split_stats
 from .errors import PublishError
+from .formats import splits_with_rows
 
 logger = logging.getLogger(__name__)
 README = "README.md"
@@ -50,12 +51,12 @@ def push_to_hub(
     and language to the card; a local file is named by its file name only. Text the repo's card
     has outside the coevol-hf markers is kept, unless `replace_card`.
     """
-    splits = dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
-    features = next((split.features for split in splits.values() if split.num_rows), None)
-    if isinstance(dataset, DatasetDict) and features is not None:
-        # `map` leaves a split without rows as it was, without the coevol_* columns, and a
-        # DatasetDict whose splits differ in columns cannot be pushed: give it the refined ones.
-        dataset = DatasetDict({name: split if split.num_rows else Dataset.from_dict({c: [] for c in features}, features=features) for name, split in splits.items()})
+    all_splits = dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
+    splits = splits_with_rows(all_splits)
+    if isinstance(dataset, DatasetDict) and splits and len(splits) < len(all_splits):
+        # A DatasetDict whose splits differ in columns cannot be pushed: an empty one gets the refined columns.
+        features = next(iter(splits.values())).features
+        dataset = DatasetDict({name: splits[name] if name in splits else Dataset.from_dict({c: [] for c in features}, features=features) for name in all_splits})
     runs = read_runs(splits, refiner)
     stats = split_stats(splits)
     secrets = known_secrets(token)

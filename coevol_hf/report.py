@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .formats import REFINED
+from .formats import REFINED, splits_with_rows
 from .stats import RunStats, cached_share, compute_stats
 from .story import describe_verdict, explain
 from .trace import Round, RunInfo, Trace, Turn
@@ -64,8 +64,7 @@ class _Figures:
 
 def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
     """Write the HTML report of a refined `Dataset` (or `DatasetDict`, splits one after another) to `path`."""
-    # A split without rows maps to itself, without the coevol_* columns: nothing to show.
-    splits: Iterable[tuple[str | None, Any]] = [(name, data) for name, data in dataset.items() if len(data)] if isinstance(dataset, Mapping) else [(None, dataset)]
+    splits: Iterable[tuple[str | None, Any]] = splits_with_rows(dataset).items() if isinstance(dataset, Mapping) else [(None, dataset)]
     rows: list[Mapping[str, Any]] = []
     views: list[dict[str, Any]] = []
     figures = _Figures()
