@@ -2,7 +2,7 @@
 
     python benchmarks/prefix_cache.py [--rows 8] [--data seed-tasks|mt-bench] [--replicas 1|2]
                                       [--max-new-tokens 96] [--judge-pairs 16] [--parallel 4]
-                                      [--context-per-slot 2048]
+                                      [--context-per-slot 2048] [--pin-slot]
 
 Refines the first N Self-Instruct seed tasks, or two-turn MT-Bench conversations with GPT-4's
 answers (one round per turn), on llama.cpp serving SmolLM2-135M, with one server or two servers
@@ -29,6 +29,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import aiohttp
@@ -100,10 +101,15 @@ class Exchange:
 
 
 class RecordingProxy:
-    """Forwards every request to `upstream` and adds up what the answers report, per role."""
+    """Forwards every request to `upstream` and adds up what the answers report, per role.
 
-    def __init__(self, upstream: str) -> None:
+    With `pin_slots`, each chat call carries llama.cpp's `id_slot`, the same for every call of a
+    row (from its opening), so that a row's calls run one after the other in one slot.
+    """
+
+    def __init__(self, upstream: str, pin_slots: int | None = None) -> None:
         self.upstream = upstream
+        self.pin_slots = pin_slots
         self.recorded: collections.defaultdict[str, Recorded] = collections.defaultdict(Recorded)
         self.exchanges: list[Exchange] = []
         self._events = 0
@@ -127,6 +133,10 @@ class RecordingProxy:
 
     async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
+        if self.pin_slots and request.path == "/v1/chat/completions":
+            payload = json.loads(body)
+            payload["id_slot"] = zlib.crc32(_opening(payload["messages"]).encode()) % self.pin_slots
+            body = json.dumps(payload).encode()
         arrived = self._events = self._events + 1
         async with self._session.request(request.method, self.upstream + request.path_qs, data=body or None, headers={"content-type": "application/json"}) as answer:
             content = await answer.read()
@@ -150,6 +160,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--parallel", type=int, default=4, help="slots per server")
     parser.add_argument("--context-per-slot", type=int, default=None, help="tokens of context per slot (default: LocalServer's)")
+    parser.add_argument("--pin-slot", action="store_true", help="send each row's calls to one llama.cpp slot (id_slot)")
     parser.add_argument("--judge-pairs", type=int, default=16, help="seed tasks for the judge-only check (0: skip)")
     args = parser.parse_args()
 
@@ -160,7 +171,7 @@ def main() -> None:
     try:
         for server in servers:
             server.start()
-            proxy = RecordingProxy(server.url)
+            proxy = RecordingProxy(server.url, args.parallel if args.pin_slot else None)
             proxy.start()
             proxies.append(proxy)
         endpoints = [p.url for p in proxies]
@@ -198,7 +209,7 @@ def report_refinement(out: Dataset, wall: float, proxies: list[RecordingProxy], 
                         verdicts += 1
                         readable += verdict.scores is not None
     share = total.cached_tokens / total.prompt_tokens if total.prompt_tokens else 0.0
-    print(f"{args.data}: rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, errors {stats.errors_by_kind or 'none'}")
+    print(f"{args.data}: rows {args.rows}, replicas {args.replicas}, max_new_tokens {args.max_new_tokens}, slots pinned {args.pin_slot}, errors {stats.errors_by_kind or 'none'}")
     print(f"LLM calls {total.calls}; prompt tokens {total.prompt_tokens}, from the server's cache {total.cached_tokens} ({share:.1%})")
     servers = [Tokenized.of(proxy) for proxy in proxies]
     ideal, ideal_by_role = ideal_cached(servers)
