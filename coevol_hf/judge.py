@@ -20,9 +20,10 @@ Scores = tuple[float, float]
 
 _LABEL_NOISE = re.compile(r"\b(answer|response|assistant|output|option|verdict|winner|better|is|the|final)\b|[^\w\s.]", re.I)
 _TIE_WORDS = re.compile(r"\b(tie|tied|draw|equal|equally)\b", re.I)
+_ARTICLE_BEFORE_TIE = re.compile(r"\ba\s+(?=(tie|draw)\b)", re.I)  # "A tie." names no answer
 _AB = re.compile(r"\b([AB])\b")
 _OUT_OF_TEN = re.compile(r"\s*/\s*10\b")
-_NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?![\w.])")
+_NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?!\w|\.\d)")  # "8." ends a sentence
 
 # JSON answers the judge is asked for where the server supports structured output.
 COMPARE_SCHEMA = {
@@ -48,10 +49,10 @@ def parse_verdict(text: str, mode: JudgeMode, *, cut_off: bool = False) -> Score
     be the start of a sentence that would have said otherwise.
     """
     as_json = _parse_json(text)
-    if as_json is not None:
-        return _from_json(as_json, mode)
-    if cut_off:
-        return None
+    scores = _from_json(as_json, mode) if as_json is not None else None
+    if scores is not None or cut_off:
+        return scores
+    # Not a verdict in JSON; the JSON found may be quoted from an answer under review.
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return _parse_compare_line(first_line) if mode == "compare" else _parse_score_line(first_line)
 
@@ -85,7 +86,7 @@ def merge(old_first_ab: Scores | None, new_first_ab: Scores | None, mode: JudgeM
 
 
 def _parse_compare_line(line: str) -> Scores | None:
-    cleaned = _LABEL_NOISE.sub(" ", line).strip()
+    cleaned = _LABEL_NOISE.sub(" ", _ARTICLE_BEFORE_TIE.sub("", line)).strip()
     labels = set(_AB.findall(cleaned.upper() if len(cleaned) <= 2 else cleaned))
     tie = bool(_TIE_WORDS.search(line))
     if tie and not labels:

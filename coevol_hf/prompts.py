@@ -2,9 +2,11 @@
 
 A call's user message is `instruction_block`, then `answer_block` (for the roles that review the
 answer), then the role's persona and task; `system` is the same for every call.
-Templates are `str.format` strings. Each one may use only the fields listed in `TEMPLATE_FIELDS`;
-an override that names another field is refused before any request is made. `{context}` is
-the window of earlier conversation turns, already rendered (empty for single-turn rows).
+Templates are `str.format` strings. Each one uses exactly the fields listed in `TEMPLATE_FIELDS`
+(a judge shown one answer, or an editor never shown the suggestions, would give output that looks
+right and means nothing): an override that leaves one out or names another is refused before any
+request is made. `{context}` is the window of earlier conversation turns, already rendered (empty
+for single-turn rows).
 """
 
 from __future__ import annotations
@@ -164,6 +166,10 @@ class Prompts:
                     f"Prompt template {name!r} uses unknown field(s) {sorted(unknown)}; "
                     f"it may use {sorted(allowed) or 'no fields'} (write '{{{{' for a literal brace).{shared}"
                 )
+            missing = allowed - used
+            if missing:
+                fields = ", ".join("{" + field + "}" for field in sorted(allowed))
+                raise ConfigError(f"Prompt template {name!r} leaves out {sorted(missing)}: it must use each of {fields}, or the role never sees them.")
 
     @classmethod
     def from_value(cls, value: "Prompts | Mapping[str, str] | None") -> "Prompts":

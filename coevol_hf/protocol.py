@@ -24,6 +24,9 @@ T = TypeVar("T")
 
 MAX_SUGGESTIONS = 3
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|suggestion\s*\d*\s*[:.)-])\s*", re.I)
+_NOTHING_TO_SUGGEST = re.compile(
+    r"^(none|n/a|nothing( else)?( to (suggest|improve|change))?|no (further |other )?(suggestions?|changes?|improvements?)( are| is)?( needed| necessary| required)?)(\W*$|\s*[.:;]\s)", re.I
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,9 +181,28 @@ async def judge_both_orders(chat: Chat, prompts: Prompts, mode: JudgeMode, field
 
 
 def parse_suggestions(advice: str) -> list[str]:
-    """At most three suggestion lines, without bullets or numbering."""
-    lines = (_BULLET.sub("", line).strip() for line in advice.splitlines())
-    return [line for line in lines if line][:MAX_SUGGESTIONS]
+    """At most three suggestions, without bullets or numbering.
+
+    When the advice has a list, only its items count: a line before it ("Here are my
+    suggestions:") or after a blank line is not a suggestion, and a line right below an item
+    continues it. Without a list, every line is one. "None" or "No changes are needed" is no
+    suggestion, so nothing is edited.
+    """
+    items: list[str] = []
+    listed = any(_BULLET.match(line) for line in advice.splitlines())
+    in_item = False
+    for line in advice.splitlines():
+        text = _BULLET.sub("", line).strip()
+        if not listed:
+            items += [text] if text else []
+        elif _BULLET.match(line):
+            items.append(text)
+            in_item = True
+        elif text and in_item:
+            items[-1] += " " + text
+        else:
+            in_item = False
+    return [item for item in items if item and not _NOTHING_TO_SUGGEST.match(item)][:MAX_SUGGESTIONS]
 
 
 def render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> str:

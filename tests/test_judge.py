@@ -22,6 +22,11 @@ from coevol_hf.judge import merge, parse_verdict
         ("Both have merits.", None),
         ("", None),
         ('{"better": "C", "reason": "?"}', None),
+        # JSON quoted from an answer under review is not the verdict: the first line is.
+        ('A\nAnswer A returns {"name": "x"} as the task asks.', (1.0, 0.0)),
+        ("A tie.", (0.5, 0.5)),
+        ("a draw", (0.5, 0.5)),
+        ("A is better; B is not a tie-breaker.", None),
     ],
 )
 def test_compare_verdicts(text: str, expected) -> None:
@@ -39,6 +44,10 @@ def test_compare_verdicts(text: str, expected) -> None:
         ("0 11", None),
         ("7 8 9", None),
         ('{"score_a": 0, "score_b": 8, "reason": "r"}', None),
+        ("Score A: 8. Score B: 6.", (8.0, 6.0)),
+        ("8 and 7.", (8.0, 7.0)),
+        ('8 6\nThe first answer builds {"k": 1} correctly.', (8.0, 6.0)),
+        ("10.5 and 3", None),
     ],
 )
 def test_score_verdicts(text: str, expected) -> None:

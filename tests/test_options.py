@@ -21,6 +21,9 @@ from coevol_hf import CoEvol, ConfigError, Prompts
         ({"prompts": {"judge": "x"}}, r"Unknown prompt template\(s\) \['judge'\]"),
         ({"prompts": {"editor_task": "Fix {respnse}"}}, r"unknown field\(s\) \['respnse'\]"),
         ({"prompts": {"editor_task": "Fix {response}: {suggestions}"}}, r"the answer under review already open every request \(templates 'instruction_block'"),
+        # A judge shown one answer, an editor never shown the suggestions: output that means nothing.
+        ({"prompts": {"judge_compare_task": "Which is better? {response_a}"}}, r"'judge_compare_task' leaves out \['response_b'\]: it must use each of \{response_a\}, \{response_b\}"),
+        ({"prompts": {"editor_task": "Rewrite it."}}, r"'editor_task' leaves out \['suggestions'\]"),
     ],
 )
 def test_bad_options(options, message) -> None:

@@ -14,7 +14,7 @@ import pytest
 from coevol_hf.formats import Conversation, Exchange
 from coevol_hf.options import CoEvolOptions
 from coevol_hf.prompts import Prompts
-from coevol_hf.protocol import Reply, refine_conversation
+from coevol_hf.protocol import Reply, parse_suggestions, refine_conversation
 
 PROMPTS = Prompts()
 ROLES = {PROMPTS.advocate_persona: "advocate", PROMPTS.critic_persona: "critic", PROMPTS.advisor_persona: "advisor", PROMPTS.editor_persona: "editor", PROMPTS.judge_persona: "judge"}
@@ -23,15 +23,15 @@ ROLES = {PROMPTS.advocate_persona: "advocate", PROMPTS.critic_persona: "critic",
 class ScriptedChat:
     """Answers by role; `cut` names the roles whose answers come back cut off."""
 
-    def __init__(self, cut: set[str] = frozenset(), judge: str | None = None) -> None:
-        self.cut, self.judge, self.roles = cut, judge, []
+    def __init__(self, cut: set[str] = frozenset(), judge: str | None = None, advice: str = "- Add an example.") -> None:
+        self.cut, self.judge, self.advice, self.roles = cut, judge, advice, []
 
     async def __call__(self, messages, *, schema=None, affinity=None) -> Reply:
         role = next(role for persona, role in ROLES.items() if persona in messages[1]["content"])
         self.roles.append(role)
         # By default the judge prefers the edit, in whichever position it is shown.
         prefer_edit = json.dumps({"better": "B" if "[Answer A]\nBlue." in messages[1]["content"] else "A", "reason": "fuller"})
-        text = {"advisor": "- Add an example.", "editor": "A better answer, cut in the mid", "judge": self.judge or prefer_edit}.get(role, f"{role} says")
+        text = {"advisor": self.advice, "editor": "A better answer, cut in the mid", "judge": self.judge or prefer_edit}.get(role, f"{role} says")
         return Reply(text, 10, 5, cut_off=role in self.cut)
 
 
@@ -71,3 +71,29 @@ def test_a_cut_off_verdict_counts_only_with_complete_json() -> None:
     complete = ScriptedChat(cut={"judge"})
     (turn,) = refine(complete, max_rounds=1).turns
     assert turn.rounds[0].scores == (0.0, 2.0) and turn.rounds[0].accepted
+
+
+@pytest.mark.parametrize(
+    "advice, expected",
+    [
+        ("- Add an example.\n- Fix the date.", ["Add an example.", "Fix the date."]),
+        # A preamble is not a suggestion, and it must not push the third one out.
+        ("Here are my suggestions:\n- Add an example.\n- Fix the date.\n- Shorten the intro.", ["Add an example.", "Fix the date.", "Shorten the intro."]),
+        ("1. Add an example\n   of its use.\n2) Fix the date.\n\nThese changes would help.", ["Add an example of its use.", "Fix the date."]),
+        ("Add an example.\nFix the date.", ["Add an example.", "Fix the date."]),
+        ("- a\n- b\n- c\n- d", ["a", "b", "c"]),
+        ("No changes are needed.", []),
+        ("- None", []),
+        ("", []),
+        ("No changes to the facts, but add a date.", ["No changes to the facts, but add a date."]),
+    ],
+)
+def test_suggestions_are_the_advice_list_items(advice: str, expected: list[str]) -> None:
+    assert parse_suggestions(advice) == expected
+
+
+def test_an_advisor_that_declines_stops_the_turn_before_the_editor() -> None:
+    chat = ScriptedChat(advice="No changes are needed: the answer is right.")
+    (turn,) = refine(chat).turns
+    assert turn.final == "Blue." and turn.rounds[0].stop == "no_suggestions"
+    assert "editor" not in chat.roles and "judge" not in chat.roles
