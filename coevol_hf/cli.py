@@ -450,7 +450,7 @@ def _parser() -> argparse.ArgumentParser:
 
     refine = commands.add_parser("refine", help="refine a dataset file or Hub dataset", allow_abbrev=False)
     refine.add_argument("input", help="a .json/.jsonl/.parquet/.csv file, or a Hub dataset id")
-    refine.add_argument("--output", "-o", required=True, help="folder for data.parquet, coevol_config.json and README.md")
+    refine.add_argument("--output", "-o", required=True, help="folder for data.parquet (and data.jsonl with --jsonl), coevol_config.json, README.md (the card), report.html and .coevol-hf-files.json (what coevol-hf wrote)")
     refine.add_argument("--local", action="store_true", help="start and use the local model")
     # The command line's own defaults: both are read from the environment, the token only here.
     refine.add_argument("--endpoint", help="TGI or Messages API server URL, comma-separated for replicas (default: $COEVOL_ENDPOINT)")

@@ -1,4 +1,4 @@
-"""Reading and writing the three layouts, on the real samples in ../shared/data."""
+"""Reading and writing the three layouts, on the real samples in tests/data."""
 
 import pytest
 from conftest import alpaca_rows, mt_bench_conversations, sharegpt_rows
