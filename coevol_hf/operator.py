@@ -271,13 +271,16 @@ def _is_dataframe(batch: Any) -> bool:
 def _is_column(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return True
-    return type(value).__module__ == "numpy" and getattr(value, "ndim", 0) == 1 or type(value).__name__ == "Series"
+    # A 2-D array (a fixed-size list or tensor column, such as an embedding) is a column too.
+    return type(value).__module__ == "numpy" and getattr(value, "ndim", 0) >= 1 or type(value).__name__ == "Series"
 
 
 def _plain(value: Any) -> Any:
     """Python values from what numpy and pandas hold (arrays, numpy scalars, NaN for missing)."""
     if isinstance(value, (str, bool, int)) or value is None:
         return value
+    if type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values (nullable dtypes)
+        return None
     if isinstance(value, float):
         return None if math.isnan(value) else value
     if isinstance(value, Mapping):

@@ -206,6 +206,8 @@ def parse_suggestions(advice: str) -> list[str]:
 
 
 def render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> str:
+    """The conversation before the turn under review; a blank system prompt is none."""
+    system = system if system and system.strip() else None
     if system is None and not earlier:
         return ""
     lines = ["Earlier in the conversation:"]

@@ -94,6 +94,21 @@ def test_numpy_and_pandas_batches_come_back_in_kind(server: TGIServer) -> None:
     assert out["coevol_original"][0] == [rows[0]["output"]] and type(out["coevol_original"][0]) is list
 
 
+def test_batches_with_an_embedding_column_and_pandas_missing_values(server: TGIServer) -> None:
+    rows = alpaca_rows(2)
+    refine = CoEvol(endpoint=server.url, max_rounds=1)
+    # Ray and datasets' numpy format hold a fixed-size list column as one 2-D array.
+    as_numpy = {**{name: np.array([r[name] for r in rows], dtype=object) for name in rows[0]}, "embedding": np.zeros((2, 4))}
+    out = refine(as_numpy)
+    assert out["coevol_error"].tolist() == [None, None] and out["embedding"].shape == (2, 4)
+    # A nullable string column marks a missing input with pd.NA: read as no input, like None.
+    frame = pd.DataFrame(rows).astype({"input": "string"})
+    frame.loc[0, "input"] = pd.NA
+    out = refine(frame)
+    assert out["coevol_error"].isna().all()
+    assert out["output"].tolist() == [r["output"] + " [edited]" for r in rows]
+
+
 def test_numpy_batch_of_conversations(server: TGIServer) -> None:
     rows = mt_bench_conversations()[:2]
     # Ray Data hands nested lists as numpy object arrays of numpy arrays.

@@ -14,7 +14,7 @@ import pytest
 from coevol_hf.formats import Conversation, Exchange
 from coevol_hf.options import CoEvolOptions
 from coevol_hf.prompts import Prompts
-from coevol_hf.protocol import Reply, parse_suggestions, refine_conversation
+from coevol_hf.protocol import Reply, parse_suggestions, refine_conversation, render_context
 
 PROMPTS = Prompts()
 ROLES = {PROMPTS.advocate_persona: "advocate", PROMPTS.critic_persona: "critic", PROMPTS.advisor_persona: "advisor", PROMPTS.editor_persona: "editor", PROMPTS.judge_persona: "judge"}
@@ -97,3 +97,10 @@ def test_an_advisor_that_declines_stops_the_turn_before_the_editor() -> None:
     (turn,) = refine(chat).turns
     assert turn.final == "Blue." and turn.rounds[0].stop == "no_suggestions"
     assert "editor" not in chat.roles and "judge" not in chat.roles
+
+
+def test_a_blank_system_prompt_adds_no_context() -> None:
+    # ShareGPT rows often carry "system": "": every call would open with an empty "System:" line.
+    assert render_context("", []) == render_context("  ", []) == render_context(None, []) == ""
+    assert "System" not in render_context("", [("Hi.", "Hello!")])
+    assert render_context("Be brief.", []) == "Earlier in the conversation:\nSystem: Be brief.\n\n"

@@ -12,7 +12,7 @@ from conftest import alpaca_rows
 from datasets import Dataset
 from tgi_server import PERSONA_ROLES, Call, Error, TGIServer, default_script
 
-from coevol_hf import CoEvol, EndpointError, InputFormatError, coevol_refine
+from coevol_hf import CoEvol, ConfigError, EndpointError, InputFormatError, coevol_refine
 from coevol_hf.stats import compute_stats, format_stats
 
 
@@ -216,6 +216,15 @@ def test_generate_route_renders_the_chat_template() -> None:
         judge = next(c for c in server.calls if c.role == "judge")
         assert judge.body["parameters"]["grammar"]["type"] == "json"
         assert out[0]["coevol_rounds"] == [1]
+
+
+def test_a_chat_template_that_refuses_a_system_message_stops_the_run_before_any_call() -> None:
+    # Gemma's template, for one: every coevol-hf call opens with a system message.
+    template = "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}"
+    with TGIServer() as server:
+        with pytest.raises(ConfigError, match="chat_template cannot render the conversations coevol-hf sends .*System role not supported"):
+            refine(server, alpaca_rows(2), max_rounds=1, api="generate", chat_template=template)
+        assert server.calls == []
 
 
 def test_messages_api_server_gets_openai_structured_output() -> None:

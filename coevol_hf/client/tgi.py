@@ -199,6 +199,9 @@ def _start(content: bytes) -> str:
     return repr(content[:200])
 
 
+_TEMPLATE_CHECK = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "u"}]
+
+
 def _compile_template(source: str | None) -> Any:
     try:
         from jinja2 import TemplateError
@@ -212,6 +215,14 @@ def _compile_template(source: str | None) -> Any:
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     environment.globals["raise_exception"] = raise_exception
     try:
-        return environment.from_string(source)
+        template = environment.from_string(source)
     except TemplateError as err:
         raise ConfigError(f"chat_template is not a valid Jinja template: {err}") from None
+    try:  # every call has a system message, and a debater's rebuttal follows its own earlier turn
+        template.render(messages=_TEMPLATE_CHECK, add_generation_prompt=True, bos_token="", eos_token="")
+    except Exception as err:
+        raise ConfigError(
+            f"chat_template cannot render the conversations coevol-hf sends (a system message, then user and assistant turns): "
+            f"{type(err).__name__}: {err}. Use a template that accepts a system message, such as the model's own if it does."
+        ) from None
+    return template
