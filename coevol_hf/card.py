@@ -289,8 +289,7 @@ def reproduce_snippet(run: Mapping[str, Any], *, index: int | None = None) -> st
     defaults = CoEvolOptions().output_options()
     options = run["options"]
     changed = {k: v for k, v in options.items() if k not in ("prompts", "columns") and (k not in defaults or v != defaults[k])}
-    # The columns' `format` is the `format=` option: `columns=` takes the column names only.
-    renamed = {k: v for k, v in options["columns"].items() if k != "format" and v != defaults["columns"].get(k)}
+    renamed = {k: v for k, v in options["columns"].items() if k in defaults["columns"] and v != defaults["columns"][k]}
     if renamed:
         changed["columns"] = renamed
     arguments = "".join(f", {k}={v!r}" for k, v in changed.items())

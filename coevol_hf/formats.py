@@ -15,6 +15,7 @@ from .errors import InputFormatError, RowError
 
 Format = Literal["alpaca", "sharegpt", "messages"]
 FORMATS: tuple[Format, ...] = ("alpaca", "sharegpt", "messages")
+Layout = Literal["auto", "alpaca", "sharegpt", "messages"]  # the `format=` option: a format, or detect it
 
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
@@ -22,27 +23,20 @@ _MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 
 @dataclasses.dataclass(frozen=True)
 class Columns:
-    """Which layout the dataset has and what its columns are called.
+    """What the dataset's columns are called (the layout is the `format=` option)."""
 
-    `format="auto"` picks the layout from the column names: `conversations` (ShareGPT), then
-    `messages`, then `instruction` + `output` (Alpaca).
-    """
-
-    format: Literal["auto", "alpaca", "sharegpt", "messages"] = "auto"
     instruction: str = "instruction"
     input: str = "input"
     output: str = "output"
     conversations: str = "conversations"
     messages: str = "messages"
 
-    def __post_init__(self) -> None:
-        if self.format not in ("auto", *FORMATS):
-            raise InputFormatError(f"format must be 'auto' or one of {list(FORMATS)}, not {self.format!r}.")
-
-    def detect(self, column_names: Sequence[str], *, with_response: bool = True) -> Format:
+    def detect(self, column_names: Sequence[str], layout: Layout = "auto", *, with_response: bool = True) -> Format:
         """The layout of a dataset with these columns; raises before any request if none fits.
 
-        `with_response=False` reads prompts only (a pairwise judge): Alpaca needs no `output`.
+        `"auto"` picks it from the column names: `conversations` (ShareGPT), then `messages`,
+        then `instruction` + `output` (Alpaca). `with_response=False` reads prompts only (a
+        pairwise judge): Alpaca needs no `output`.
         """
         present = set(column_names)
         required: dict[Format, tuple[str, ...]] = {
@@ -50,14 +44,14 @@ class Columns:
             "messages": (self.messages,),
             "alpaca": (self.instruction, self.output) if with_response else (self.instruction,),
         }
-        if self.format != "auto":
-            missing = [c for c in required[self.format] if c not in present]
+        if layout != "auto":
+            missing = [c for c in required[layout] if c not in present]
             if missing:
                 raise InputFormatError(
-                    f"format={self.format!r} needs column(s) {missing}, but the dataset has {sorted(present)}. "
+                    f"format={layout!r} needs column(s) {missing}, but the dataset has {sorted(present)}. "
                     "Map your column names with columns={...}."
                 )
-            return self.format
+            return layout
         for fmt in ("sharegpt", "messages", "alpaca"):
             if all(c in present for c in required[fmt]):
                 return fmt

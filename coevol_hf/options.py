@@ -22,7 +22,7 @@ from typing import Any, Callable, Literal, Mapping
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .formats import Columns
+from .formats import FORMATS, Columns, Layout
 from .judge import JUDGE_MODES, JudgeMode
 from .prompts import Prompts
 
@@ -226,14 +226,13 @@ class CoEvolOptions(JudgeOptions):
         cli=_key_values,
         default_text="auto",
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages"] = option("auto", "the layout; `auto` detects it from the columns")
+    format: Layout = option("auto", "the layout; `auto` detects it from the columns")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "format", self.format or "auto")
         _check_int("max_rounds", self.max_rounds, minimum=1)
         _check_choice("pipeline", self.pipeline, tuple(PIPELINES))
-        object.__setattr__(self, "columns", _columns(self.columns, self.format))
+        _check_layout(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,18 +242,17 @@ class PairwiseOptions(JudgeOptions):
     a: str | None = option(None, "the column holding answer A (for ShareGPT and messages rows: a column of answer texts)")
     b: str | None = option(None, "the column holding answer B")
     columns: Columns | Mapping[str, str] | None = option(None, "column names of the instruction (and input, conversations, messages)", cli=_key_values, default_text="auto")
-    format: Literal["auto", "alpaca", "sharegpt", "messages"] = option("auto", "the layout of the rows the instruction is read from")
+    format: Layout = option("auto", "the layout of the rows the instruction is read from")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "format", self.format or "auto")
+        _check_layout(self)
         for name in ("a", "b"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{name}= must be a column name, not {value!r}.")
         if self.a == self.b:
             raise ConfigError(f"a= and b= name the same column {self.a!r}; give the two columns to compare.")
-        object.__setattr__(self, "columns", _columns(self.columns, self.format))
 
 
 # -- the command line and the README, from the same fields -----------------------------------
@@ -319,20 +317,22 @@ def _endpoints(value: Any, where: str = "endpoint") -> tuple[str, ...]:
     return tuple(dict.fromkeys(e.rstrip("/") for e in value))
 
 
-def _columns(columns: Columns | Mapping[str, str] | None, fmt: str) -> Columns:
-    if isinstance(columns, Columns):
-        base = columns
-    elif columns is None:
-        base = Columns()
+def _check_layout(options: CoEvolOptions | PairwiseOptions) -> None:
+    """`format=` (None means "auto") and `columns=` (a dict of column names, or a `Columns`)."""
+    object.__setattr__(options, "format", options.format or "auto")
+    _check_choice("format", options.format, ("auto", *FORMATS), f"'auto' or one of {list(FORMATS)}")
+    columns = options.columns
+    if columns is None:
+        columns = Columns()
     elif isinstance(columns, Mapping):
-        names = {f.name for f in dataclasses.fields(Columns)} - {"format"}
+        names = {f.name for f in dataclasses.fields(Columns)}
         unknown = set(columns) - names
         if unknown:
             raise ConfigError(f"Unknown column role(s) {sorted(unknown)} in columns=; known: {sorted(names)}.")
-        base = Columns(**columns)
-    else:
+        columns = Columns(**columns)
+    elif not isinstance(columns, Columns):
         raise ConfigError(f"columns must be a dict of column names or a Columns, not {type(columns).__name__}.")
-    return dataclasses.replace(base, format=fmt) if fmt != "auto" else base  # Columns checks the name
+    object.__setattr__(options, "columns", columns)
 
 
 def _check_int(name: str, value: Any, *, minimum: int) -> None:

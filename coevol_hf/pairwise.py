@@ -47,12 +47,12 @@ class PairwiseJudge(MapOperator):
         missing = [c for c in (options.a, options.b) if c not in column_names]
         if missing:
             raise ConfigError(f"PairwiseJudge needs the answer columns {missing}; the dataset has {sorted(column_names)}.")
-        fmt = options.columns.detect(column_names, with_response=False)
+        fmt = options.columns.detect(column_names, options.format, with_response=False)
         return (*options.columns.source_columns(fmt, with_response=False), options.a, options.b)
 
     async def process_row(self, row: Mapping[str, Any], session: ClientSession, server: ServerInfo) -> dict[str, Any]:
         options = self.options
-        fmt = options.columns.detect(list(row), with_response=False)
+        fmt = options.columns.detect(list(row), options.format, with_response=False)
         earlier, instruction = read_prompt(fmt, row, options.columns)
         window = earlier.exchanges[len(earlier.exchanges) - options.context_turns :] if options.context_turns else ()
         context = render_context(earlier.system, [(e.user, e.assistant) for e in window])

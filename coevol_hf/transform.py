@@ -67,11 +67,11 @@ class CoEvol(MapOperator):
 
     def read_columns(self, column_names: Sequence[str]) -> tuple[str, ...]:
         columns = self.options.columns
-        fmt = columns.detect(column_names)
+        fmt = columns.detect(column_names, self.options.format)
         return (*columns.source_columns(fmt), REFINED.original)
 
     def _format(self, row: Mapping[str, Any]) -> Format:
-        return self.options.columns.detect([name for name in row if name != REFINED.original])
+        return self.options.columns.detect([name for name in row if name != REFINED.original], self.options.format)
 
     async def process_row(self, row: Mapping[str, Any], session: ClientSession, server: ServerInfo) -> dict[str, Any]:
         fmt = self._format(row)

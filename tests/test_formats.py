@@ -17,7 +17,7 @@ def test_detection_by_columns() -> None:
     with pytest.raises(InputFormatError, match="No column layout"):
         columns.detect(["question", "answer"])
     with pytest.raises(InputFormatError, match="format='messages' needs column"):
-        Columns(format="messages").detect(["conversations"])
+        Columns().detect(["conversations"], "messages")
 
 
 def test_self_instruct_seed_tasks_as_alpaca() -> None:

@@ -361,6 +361,16 @@ def test_coevol_refine_reads_the_endpoint_from_the_environment(server: TGIServer
     assert len(server.calls) == 8
 
 
+def test_fn_kwargs_format_overrides_the_operators_own(server: TGIServer) -> None:
+    refine = CoEvol(endpoint=server.url, max_rounds=1, format="sharegpt", columns={"output": "completion"})
+    rows = [{"instruction": r["instruction"], "input": r["input"], "completion": r["output"]} for r in alpaca_rows(1)]
+    with pytest.raises(InputFormatError, match="format='sharegpt' needs column"):
+        Dataset.from_list(rows).map(refine, batched=True)
+    out = Dataset.from_list(rows).map(refine, batched=True, fn_kwargs={"format": "auto"})
+    assert out[0]["coevol_error"] is None and out[0]["completion"] == rows[0]["completion"] + " [edited]"
+    assert json.loads(out[0]["coevol_trace"])["run"]["options"]["format"] == "auto"
+
+
 def test_hf_token_is_not_sent_to_a_foreign_server(server: TGIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_secret_do_not_leak")
     refine(server, alpaca_rows(1), max_rounds=1)
