@@ -15,7 +15,7 @@ import pytest
 from conftest import alpaca_rows, mt_bench_conversations
 from datasets import Dataset, load_dataset
 
-from coevol_hf import CoEvol, ConfigError
+from coevol_hf import CoEvol, ConfigError, PairwiseJudge
 from coevol_hf.cli import main
 from coevol_hf.local import MODEL_ID, LocalServer
 
@@ -49,6 +49,21 @@ def test_refine_alpaca_rows_through_map(local_url: str) -> None:
             assert all(json.loads(v["text"])["better"] in ("A", "B", "tie") for v in round_["verdicts"].values())
         expected = round_["edit"] if round_["accepted"] else original["output"]
         assert row["output"] == expected
+
+
+def test_the_real_judge_gives_readable_verdicts_in_both_orders(local_url: str) -> None:
+    # The refinement tests above rarely reach the judge (48 new tokens cut most edits off):
+    # the structured judge is checked here, on each answer against its own first half.
+    rows = [{**r, "half": " ".join(r["output"].split()[: max(1, len(r["output"].split()) // 2)])} for r in alpaca_rows(3)]
+    out = Dataset.from_list(rows).map(PairwiseJudge(a="output", b="half", endpoint=local_url, max_new_tokens=160), batched=True)
+    assert out["judge_error"] == [None] * 3
+    for row in out:
+        verdicts = json.loads(row["judge_verdicts"])
+        for order in ("a_first", "b_first"):
+            # llama.cpp enforces the JSON schema, so even the 135M model's verdicts can be read.
+            assert json.loads(verdicts[order]["text"])["better"] in ("A", "B", "tie")
+            assert verdicts[order]["scores"] is not None
+        assert row["judge_winner"] in ("a", "b", "tie")
 
 
 def test_refine_multi_turn_conversation(local_url: str) -> None:
