@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -34,7 +36,9 @@ from .client.session import ClientSession
 from .client.server import ServerInfo, model_identity
 from .errors import ConfigError, RowError
 from .options import JudgeOptions
+from .prompts import Prompts
 from .protocol import gather_or_cancel
+from .trace import RunInfo
 
 # The modules whose code decides the outputs. Editing any of them changes every fingerprint,
 # because datasets pickles importable code by reference and would otherwise reuse stale results.
@@ -50,6 +54,20 @@ def _implementation_tag() -> str:
 
 
 IMPLEMENTATION = _implementation_tag()
+_DEFAULT_PROMPTS = dataclasses.asdict(Prompts())
+
+
+@functools.lru_cache(maxsize=16)
+def run_info_of(options: JudgeOptions, server: ServerInfo) -> RunInfo:
+    """The run a row of these options, answered by this server, belongs to."""
+    return RunInfo.of(
+        version=__version__,
+        implementation=IMPLEMENTATION,
+        model=server.identity,
+        server={"kind": server.kind, "version": server.version},
+        options=options.output_options(),
+        default_prompts=_DEFAULT_PROMPTS,
+    )
 
 
 class MapOperator:
@@ -104,6 +122,10 @@ class MapOperator:
     def server(self) -> ServerInfo:
         """What the endpoints serve (asked once per session)."""
         return self.session.server()
+
+    def run_info(self) -> RunInfo:
+        """How this operator's rows are made (each row records it)."""
+        return run_info_of(self.options, self.server)
 
     def fingerprint_state(self) -> dict[str, Any]:
         """What the `datasets` cache fingerprint is made of.

@@ -6,6 +6,7 @@ evaluate any refinement, compare two models' outputs, or audit a card's "share i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping, Sequence
 
@@ -15,10 +16,10 @@ from .client.server import ServerInfo
 from .client.session import ClientSession
 from .errors import ConfigError, RowError
 from .formats import JUDGED, read_answer, read_prompt
-from .operator import MapOperator
+from .operator import MapOperator, run_info_of
 from .options import PairwiseOptions
-from .protocol import judge_both_orders, render_context
-from .trace import scores_dict
+from .protocol import Metered, judge_both_orders, render_context
+from .trace import scores_dict, winner
 
 _SCORES = pa.struct([("a", pa.float64()), ("b", pa.float64())])
 
@@ -30,7 +31,8 @@ class PairwiseJudge(MapOperator):
     messages: the last user turn, with the exchanges before it as context) and two answer
     columns, asks the judge in both orders and adds `judge_winner` ("a", "b", "tie", or null
     when no verdict could be read), `judge_scores` ({a, b}: the merged scores), `judge_verdicts`
-    (JSON: each order's text and scores) and `judge_error`.
+    (JSON: each order's text, scores and whether the server cut it off; calls and tokens; the
+    run: model, server, package and every output-changing option) and `judge_error`.
     """
 
     options_type = PairwiseOptions
@@ -57,17 +59,20 @@ class PairwiseJudge(MapOperator):
         window = earlier.exchanges[len(earlier.exchanges) - options.context_turns :] if options.context_turns else ()
         context = render_context(earlier.system, [(e.user, e.assistant) for e in window])
         a, b = read_answer(row, options.a), read_answer(row, options.b)
-        a_first, b_first, decision = await judge_both_orders(session, options.prompts, options.judge_mode, {"context": context, "instruction": instruction}, a, b)
+        chat = Metered(session, earlier, instruction)
+        a_first, b_first, decision = await judge_both_orders(chat, options.prompts, options.judge_mode, {"context": context, "instruction": instruction}, a, b)
         merged = decision.merged
         verdicts = {
             "model": server.identity,
             "judge_mode": options.judge_mode,
             # Each order's scores as the judge's merge sees them: "old" is a, "new" is b.
-            "a_first": {"text": a_first.text, "scores": scores_dict(decision.old_first)},
-            "b_first": {"text": b_first.text, "scores": scores_dict(decision.new_first)},
+            "a_first": {"text": a_first.text, "scores": scores_dict(decision.old_first), "cut_off": a_first.cut_off},
+            "b_first": {"text": b_first.text, "scores": scores_dict(decision.new_first), "cut_off": b_first.cut_off},
+            "usage": dataclasses.asdict(chat.usage),
+            "run": run_info_of(options, server).to_dict(),  # how the verdicts were made
         }
         return {
-            JUDGED.winner: None if merged is None else "a" if merged[0] > merged[1] else "b" if merged[1] > merged[0] else "tie",
+            JUDGED.winner: None if merged is None else {"old": "a", "new": "b", "tie": "tie"}[winner(merged)],
             JUDGED.scores: _named(merged),
             JUDGED.verdicts: json.dumps(verdicts, ensure_ascii=False),
             JUDGED.error: None,

@@ -59,7 +59,7 @@ class RefinedConversation:
 
 async def refine_conversation(conversation: Conversation, options: CoEvolOptions, chat: Chat) -> RefinedConversation:
     """Refine every assistant turn in order; later turns see the already refined earlier ones."""
-    metered = _Metered(chat, _affinity(conversation))
+    metered = Metered(chat, conversation)
     turns: list[Turn] = []
     for index, exchange in enumerate(conversation.exchanges):
         window = range(max(0, index - options.context_turns), index) if options.context_turns else range(0)
@@ -230,18 +230,14 @@ async def gather_or_cancel(*awaitables: Awaitable[T]) -> list[T]:
         raise
 
 
-def _affinity(conversation: Conversation) -> str:
-    """A name for the conversation, the same for all its calls: they share prompt openings."""
-    opening = f"{conversation.system}\n{conversation.exchanges[0].user if conversation.exchanges else ''}"
-    return hashlib.blake2b(opening.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+class Metered:
+    """One row's calls: counts their calls and tokens for its record, and gives them one name
+    (`affinity`, from the conversation's opening: they share prompt openings)."""
 
-
-class _Metered:
-    """One conversation's calls: counts their calls and tokens for its trace, names their row."""
-
-    def __init__(self, chat: Chat, affinity: str) -> None:
+    def __init__(self, chat: Chat, conversation: Conversation, instruction: str = "") -> None:
+        opening = f"{conversation.system}\n{conversation.exchanges[0].user if conversation.exchanges else instruction}"
         self._chat = chat
-        self._affinity = affinity
+        self._affinity = hashlib.blake2b(opening.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
         self.usage = Usage()
 
     async def __call__(self, messages: Sequence[Message], *, schema: dict | None = None, affinity: str | None = None) -> Reply:

@@ -6,25 +6,18 @@ Everything it shares with other operators (options, batches, event loop, fingerp
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
-from . import __version__
 from .client.server import ServerInfo
 from .client.session import ClientSession
 from .errors import RowError
 from .formats import REFINED, Format, read_row, write_row
-from .operator import IMPLEMENTATION, MapOperator
+from .operator import MapOperator, run_info_of
 from .options import CoEvolOptions
-from .prompts import Prompts
 from .protocol import refine_conversation
-from .trace import RunInfo, Trace
-
-_DEFAULT_PROMPTS = dataclasses.asdict(Prompts())
-
+from .trace import Trace
 
 class CoEvol(MapOperator):
     """Refine the responses of a dataset with CoEvol: `ds.map(CoEvol(endpoint=...), batched=True)`.
@@ -45,10 +38,6 @@ class CoEvol(MapOperator):
     def __repr__(self) -> str:
         shown = {name: value for name, value in self.options.output_options().items() if name not in ("prompts", "columns")}
         return f"CoEvol(endpoint={self.options.endpoint!r}, {', '.join(f'{k}={v!r}' for k, v in shown.items())})"
-
-    def run_info(self) -> RunInfo:
-        """How this operator's rows are made (carried by each row's trace)."""
-        return _run_info(self.options, self.server)
 
     def run_config(self) -> dict[str, Any]:
         """Everything needed to redo this run, every prompt template included (`coevol_config.json`)."""
@@ -77,7 +66,7 @@ class CoEvol(MapOperator):
         fmt = self._format(row)
         conversation = read_row(fmt, row, self.options.columns)
         refined = await refine_conversation(conversation, self.options, session)
-        trace = Trace(_run_info(self.options, server), refined.turns, refined.usage)
+        trace = Trace(run_info_of(self.options, server), refined.turns, refined.usage)
         return {
             **write_row(fmt, row, self.options.columns, refined.responses),
             REFINED.original: _true_originals(row, conversation.responses),
@@ -102,18 +91,6 @@ class CoEvol(MapOperator):
             REFINED.error: str(error),
             REFINED.model: server.identity,
         }
-
-
-@functools.lru_cache(maxsize=16)
-def _run_info(options: CoEvolOptions, server: ServerInfo) -> RunInfo:
-    return RunInfo.of(
-        version=__version__,
-        implementation=IMPLEMENTATION,
-        model=server.identity,
-        server={"kind": server.kind, "version": server.version},
-        options=options.output_options(),
-        default_prompts=_DEFAULT_PROMPTS,
-    )
 
 
 def _true_originals(row: Mapping[str, Any], responses: list[str]) -> list[str]:

@@ -118,6 +118,12 @@ def test_pairwise_judge_asks_both_orders_and_merges(server: TGIServer) -> None:
     verdicts = json.loads(out[0]["judge_verdicts"])
     assert verdicts["a_first"]["scores"] == {"old": 1.0, "new": 0.0} and verdicts["model"] == "test-org/test-model@0123abcd"
     assert out["a"] == [p["a"] for p in pairs]  # the data is untouched
+    # How the verdicts were made: the run (as a refinement's trace records it), calls, cut-offs.
+    assert verdicts["a_first"]["cut_off"] is False and verdicts["b_first"]["cut_off"] is False
+    assert verdicts["usage"]["calls"] == 2 and verdicts["usage"]["prompt_tokens"] > 0
+    run = verdicts["run"]
+    assert run["model"] == "test-org/test-model@0123abcd" and run["options"]["a"] == "a" and run["options"]["judge_mode"] == "compare"
+    assert run["implementation"].startswith("coevol-hf ") and run["prompts_sha256"]
 
 
 def test_pairwise_judge_position_bias_is_a_tie(server: TGIServer) -> None:
