@@ -82,7 +82,7 @@ def size_category(rows: int) -> str:
 def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | str | PurePath | None = None) -> list[DataRun]:
     """The distinct runs recorded in the rows' traces, in order of their first row.
 
-    Rows whose trace is null (rows that failed) carry no run. A `refiner` (a `CoEvol`, its run
+    Rows whose trace is null (rows that failed before any round was done) carry no run. A `refiner` (a `CoEvol`, its run
     configuration, or that file's path) must be one of these runs (else ValueError, before
     anything is uploaded); it can only add to what the data says.
     """

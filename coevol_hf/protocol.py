@@ -13,6 +13,7 @@ import hashlib
 import re
 from typing import Awaitable, Protocol, Sequence, TypeVar
 
+from .errors import RowError
 from .formats import Conversation
 from .judge import COMPARE_SCHEMA, SCORE_SCHEMA, Decision, JudgeMode, merge, parse_verdict
 from .options import CoEvolOptions
@@ -57,22 +58,41 @@ class RefinedConversation:
         return [turn.final for turn in self.turns]
 
 
+class Interrupted(RowError):
+    """A call of the row finally failed after some of its rounds were done: `done` holds them
+    (an accepted edit was judged better and paid for, so it is not thrown away)."""
+
+    def __init__(self, error: RowError, done: RefinedConversation) -> None:
+        super().__init__(error.kind, error.args[0])
+        self.done = done
+
+
 async def refine_conversation(conversation: Conversation, options: CoEvolOptions, chat: Chat) -> RefinedConversation:
-    """Refine every assistant turn in order; later turns see the already refined earlier ones."""
+    """Refine every assistant turn in order; later turns see the already refined earlier ones.
+
+    A call that finally fails stops the row with `Interrupted`, which carries the turns and
+    rounds done before it.
+    """
     metered = Metered(chat, conversation)
     turns: list[Turn] = []
     for index, exchange in enumerate(conversation.exchanges):
         window = range(max(0, index - options.context_turns), index) if options.context_turns else range(0)
         context = render_context(conversation.system, [(conversation.exchanges[i].user, turns[i].final) for i in window])
-        rounds = await _refine_turn(metered, options, {"context": context, "instruction": exchange.user}, exchange.assistant)
+        rounds: list[Round] = []
+        try:
+            await _refine_turn(metered, options, {"context": context, "instruction": exchange.user}, exchange.assistant, rounds)
+        except RowError as error:
+            done = [*turns, Turn(index, exchange.user, exchange.assistant, tuple(rounds))] if rounds else turns
+            raise Interrupted(error, RefinedConversation(tuple(done), metered.usage)) from error
         turns.append(Turn(index, exchange.user, exchange.assistant, tuple(rounds)))
     return RefinedConversation(tuple(turns), metered.usage)
 
 
-async def _refine_turn(chat: Chat, options: CoEvolOptions, fields: dict[str, str], response: str) -> list[Round]:
+async def _refine_turn(chat: Chat, options: CoEvolOptions, fields: dict[str, str], response: str, rounds: list[Round]) -> None:
+    """Append the turn's rounds to `rounds` as they finish."""
     if options.pipeline != "coevol":
-        return [await _single_pass(chat, options, fields, response)]
-    rounds: list[Round] = []
+        rounds.append(await _single_pass(chat, options, fields, response))
+        return
     current = response
     for number in range(1, options.max_rounds + 1):
         round_ = await _run_round(chat, options, fields, current, number)
@@ -80,7 +100,6 @@ async def _refine_turn(chat: Chat, options: CoEvolOptions, fields: dict[str, str
         if not round_.accepted:
             break
         current = round_.edit
-    return rounds
 
 
 async def _run_round(chat: Chat, options: CoEvolOptions, fields: dict[str, str], response: str, number: int) -> Round:

@@ -72,8 +72,8 @@ def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
     for split, data in splits:
         for index, row in enumerate(_iter_rows(data)):
             rows.append(row)
-            trace = None if row[REFINED.error] is not None else Trace.from_json(row[REFINED.trace])
-            if trace is not None:
+            trace = Trace.from_json(row[REFINED.trace]) if row[REFINED.trace] is not None else None
+            if trace is not None and row[REFINED.error] is None:  # the figures are of refined rows
                 run = run or trace.run
                 for turn in trace.turns:
                     figures.add_turn(turn)
@@ -100,8 +100,9 @@ def _row_view(index: int, split: str | None, row: Mapping[str, Any], trace: Trac
     view: dict[str, Any] = {"i": index}
     if split is not None:
         view["p"] = split
-    if trace is None:
-        return {**view, "s": "error", "e": row[REFINED.error], "o": list(row[REFINED.original] or [])}
+    if row[REFINED.error] is not None:  # with the turns done before the failing call, if any
+        view = {**view, "s": "error", "e": row[REFINED.error], "o": list(row[REFINED.original] or [])}
+        return {**view, "t": [_turn_view(turn) for turn in trace.turns]} if trace is not None else view
     improved = any(turn.accepted_rounds for turn in trace.turns)
     return {**view, "s": "improved" if improved else "unchanged", "t": [_turn_view(turn) for turn in trace.turns]}
 
@@ -418,7 +419,9 @@ function card(row) {
   article.append(header);
   if (row.s === "error") {
     article.append(el("p", "error-text", row.e));
-    row.o.forEach((text, n) => article.append(el("h4", null, "Response " + (n + 1) + " (left as it was)"), el("div", "text", text)));
+    const done = row.t || [];
+    done.forEach((turn, n) => article.append(turnSection(turn, n + 1, row.o.length)));
+    row.o.slice(done.length).forEach((text, n) => article.append(el("h4", null, "Response " + (done.length + n + 1) + " (left as it was)"), el("div", "text", text)));
   } else {
     row.t.forEach((turn, n) => article.append(turnSection(turn, n + 1, row.t.length)));
   }

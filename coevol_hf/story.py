@@ -97,10 +97,12 @@ def pick_row(rows: Iterable[Mapping[str, Any]]) -> int | None:
 
 def tell(row: Mapping[str, Any], *, width: int = WIDTH) -> str:
     """One refined row as text for a terminal, its long texts shortened."""
-    if row[REFINED.error] is not None:
+    if row[REFINED.trace] is None:
         return f"This row was left as it was: {row[REFINED.error]}"
     trace = Trace.from_json(row[REFINED.trace])
     lines: list[str] = []
+    if row[REFINED.error] is not None:
+        lines.append(f"A call failed ({row[REFINED.error]}); what was done before it is kept:")
     for turn in trace.turns:
         lines += _tell_turn(turn, width, several=len(trace.turns) > 1)
     lines.append(f"LLM calls for this row: {trace.usage.calls}")

@@ -16,7 +16,7 @@ from .errors import RowError
 from .formats import REFINED, Format, read_row, write_row
 from .operator import MapOperator, run_info_of
 from .options import CoEvolOptions
-from .protocol import refine_conversation
+from .protocol import Interrupted, refine_conversation
 from .trace import Trace
 
 class CoEvol(MapOperator):
@@ -77,17 +77,26 @@ class CoEvol(MapOperator):
         }
 
     def failed_row(self, row: Mapping[str, Any], error: RowError, server: ServerInfo) -> dict[str, Any]:
+        """The row as it was, and why; edits accepted before a call failed are kept, with their trace."""
         fmt = self._format(row)
-        target = self.options.columns.response_column(fmt)
+        columns = self.options.columns
         try:
-            originals = read_row(fmt, row, self.options.columns).responses
+            originals = read_row(fmt, row, columns).responses
         except RowError:
             originals = []
+        done = error.done if isinstance(error, Interrupted) and error.done.turns else None
+        if done is None:
+            target = columns.response_column(fmt)
+            written, rounds, trace = {target: row.get(target)}, [], None
+        else:
+            written = write_row(fmt, row, columns, done.responses + originals[len(done.turns) :])
+            rounds = [turn.accepted_rounds for turn in done.turns]
+            trace = Trace(run_info_of(self.options, server), done.turns, done.usage).to_json()
         return {
-            target: row.get(target),
+            **written,
             REFINED.original: _true_originals(row, originals),
-            REFINED.rounds: [],
-            REFINED.trace: None,
+            REFINED.rounds: rounds,
+            REFINED.trace: trace,
             REFINED.error: str(error),
             REFINED.model: server.identity,
         }

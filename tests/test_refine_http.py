@@ -8,11 +8,11 @@ import json
 import os
 
 import pytest
-from conftest import alpaca_rows
+from conftest import alpaca_rows, mt_bench_conversations
 from datasets import Dataset
 from tgi_server import PERSONA_ROLES, Call, Error, TGIServer, default_script
 
-from coevol_hf import CoEvol, ConfigError, EndpointError, InputFormatError, coevol_refine
+from coevol_hf import CoEvol, ConfigError, EndpointError, InputFormatError, Trace, coevol_refine
 from coevol_hf.stats import compute_stats, format_stats
 
 
@@ -299,6 +299,52 @@ def test_server_error_fails_only_its_row(server: TGIServer) -> None:
     assert out[1]["output"] == rows[1]["output"] and out[1]["coevol_original"] == [rows[1]["output"]]
     assert out[0]["coevol_error"] is None and out[2]["coevol_error"] is None
     assert out["instruction"] == [r["instruction"] for r in rows]
+
+
+def test_a_call_failing_in_a_later_round_keeps_the_edits_already_accepted(server: TGIServer) -> None:
+    # The judge's prompt holds both answers, so it is the call most likely to outgrow the
+    # server's input limit, after earlier rounds already made the answer longer.
+    too_long = Error(422, "Input validation error: `inputs` tokens + `max_new_tokens` must be <= 4096. Given: 3100 `inputs` tokens and 1000 `max_new_tokens`", "validation")
+
+    def script(call: Call):
+        if call.role == "judge" and any(answer.endswith("[edited] [edited]") for answer in call.answers()):
+            return too_long
+        return default_script(call)
+
+    server.script = script
+    rows = alpaca_rows(2)
+    out = refine(server, rows, max_rounds=3)
+
+    for row, original in zip(out, rows):
+        assert row["coevol_error"].startswith("validation: HTTP 422: Input validation error")
+        assert row["output"] == original["output"] + " [edited]"  # round 1's edit, judged better, stands
+        assert row["coevol_original"] == [original["output"]] and row["coevol_rounds"] == [1]
+        trace = Trace.from_json(row["coevol_trace"])
+        (turn,) = trace.turns
+        assert [r.accepted for r in turn.rounds] == [True] and turn.final == row["output"]
+        assert trace.usage.calls == 8 + 6  # round 2 paid for its debate, advice and edit
+    # A failure before any round is done leaves the row as it was, without a trace.
+    server.script = lambda call: too_long
+    (failed,) = refine(server, rows[:1], max_rounds=3, seed=1)
+    assert failed["output"] == rows[0]["output"] and failed["coevol_trace"] is None and failed["coevol_rounds"] == []
+
+
+def test_a_conversation_keeps_the_turns_refined_before_a_call_failed(server: TGIServer) -> None:
+    row = mt_bench_conversations()[0]
+    second_question = row["conversations"][2]["value"]
+
+    def script(call: Call):
+        if second_question in call.task and call.role == "advisor":
+            return Error(422, "Input validation error: `inputs` must have less than 4096 tokens", "validation")
+        return default_script(call)
+
+    server.script = script
+    (out,) = refine(server, [row], max_rounds=1)
+    assert out["coevol_error"].startswith("validation:")
+    turns = out["conversations"]
+    assert turns[1]["value"] == row["conversations"][1]["value"] + " [edited]"
+    assert turns[3]["value"] == row["conversations"][3]["value"]
+    assert out["coevol_rounds"] == [1] and len(Trace.from_json(out["coevol_trace"]).turns) == 1
 
 
 def test_non_json_error_body_is_recorded_after_bounded_retries(server: TGIServer) -> None:

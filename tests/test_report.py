@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 from browser_check import INSTALL_HINT, Browser, chromium, png_colours
-from datasets import DatasetDict, concatenate_datasets
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from refined_rows import MARKUP, refine, script
-from tgi_server import TGIServer
+from tgi_server import Call, Error, TGIServer, default_script
+
+from coevol_hf import CoEvol
 
 from coevol_hf.formats import REFINED
 from coevol_hf.report import PAGE_SIZE, report, word_diff
 from coevol_hf.stats import compute_stats
+from coevol_hf.story import tell
 from coevol_hf.trace import Trace
 
 _BLOB = re.compile(r'<script type="application/json" id="coevol-rows">(.*?)</script>', re.S)
@@ -67,6 +71,26 @@ def test_every_row_with_its_diff_rounds_and_decision(refined: DatasetDict, tmp_p
     ]
     assert rejected["x"].endswith("[edited]")  # the rejected proposal is shown; an accepted final one is the After
     assert "x" not in shown[0]["t"][0]["r"][1]
+
+
+def test_a_row_stopped_by_a_failing_call_shows_the_turns_done_before_it(tmp_path: Path) -> None:
+    def stop_in_the_second_turn(call: Call) -> str | Error:
+        if call.role == "advisor" and "Compare the two" in call.task:
+            return Error(422, "Input validation error: `inputs` must have less than 4096 tokens", "validation")
+        return default_script(call)
+
+    row = {"conversations": [
+        {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue."},
+        {"from": "human", "value": "Compare the two."}, {"from": "gpt", "value": "They differ."},
+    ]}
+    with TGIServer(stop_in_the_second_turn) as server:
+        refined = Dataset.from_list([row]).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True)
+    (view,) = rows_of(report(refined, tmp_path / "report.html").read_text(encoding="utf-8"))
+    assert view["s"] == "error" and view["e"].startswith("validation: HTTP 422")
+    (done,) = view["t"]  # the first turn, refined; the second is left as it was
+    assert "".join(text for op, text in done["d"] if op >= 0) == "Blue. [edited]"
+    assert view["o"] == ["Blue.", "They differ."]
+    assert "what was done before it is kept" in tell(refined[0]) and "Blue. [edited]" in tell(refined[0])
 
 
 def test_figures_are_the_datasets_stats(refined: DatasetDict, tmp_path: Path) -> None:
@@ -143,13 +167,21 @@ def test_page_in_chromium_shows_every_row_without_errors(refined: DatasetDict, b
             await browser.evaluate("document.querySelector('[data-status=all]').click()")
             assert await browser.evaluate("document.querySelectorAll('.pair ins').length") > 0
 
-            # Search looks at the data's texts, not at the page's own words about them.
-            for query, rows in (("preferred", 0), ("pwned", 20)):
+            async def search(query: str, expected: int) -> int:
+                """Type `query`; the rows shown, polled until they are `expected` (the page waits for
+                typing to pause before it filters), or as they are after 10 s."""
                 await browser.evaluate(f"(q => {{ q.value = {query!r}; q.dispatchEvent(new Event('input')); }})(document.getElementById('query'))")
-                await asyncio.sleep(0.5)
-                assert await browser.evaluate("document.querySelectorAll('article.row').length") == rows, query
-            await browser.evaluate("(q => { q.value = ''; q.dispatchEvent(new Event('input')); })(document.getElementById('query'))")
-            await asyncio.sleep(0.5)
+                give_up = time.monotonic() + 10
+                while (shown := await browser.evaluate("document.querySelectorAll('article.row').length")) != expected and time.monotonic() < give_up:
+                    await asyncio.sleep(0.05)
+                return shown
+
+            # Search looks at the data's texts, not at the page's own words about them.
+            for query, rows, position in (("preferred", 0, "no row matches"), ("pwned", 20, "rows 1–20 of 20")):
+                assert await search(query, rows) == rows, query
+                assert await browser.evaluate("document.getElementById('position').textContent") == position
+            assert await search("", PAGE_SIZE) == PAGE_SIZE
+            assert await browser.evaluate("document.getElementById('position').textContent") == f"rows 1–{PAGE_SIZE} of 120"
 
             assert browser.console_errors == []
             assert all(url.startswith(("file:", "data:", "about:")) for url in browser.requested), browser.requested
