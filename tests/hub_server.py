@@ -4,7 +4,9 @@ huggingface_hub 2.x and datasets use to push and load (HTTP uploads; run with HF
 Routes: repo info (404 with `X-Error-Code: RepoNotFound`), create, preupload (the server picks
 regular or LFS), LFS batch and PUT, NDJSON commit, tree, paths-info and resolve (with
 `X-Repo-Commit`, `ETag` and ranges). Every repo keeps its commits, so tests read exactly what
-was pushed. `token` makes every request without `Bearer <token>` fail with 401; `drop_after`
+was pushed. A private repo answers as a missing one to anyone without its creator's token, as
+the Hub does: 401 `RepoNotFound` to an anonymous caller, 404 `RepoNotFound` to another token.
+`token` makes every request without `Bearer <token>` fail with 401; `drop_after`
 cuts the connection of the n-th upload request, as a network failure mid-push does; `fail_commit`
 answers the n-th commit with a 500, as a Hub outage between two commits does. Like the Hub,
 preupload returns the `oid` of each file already at the revision (git SHA-1, or the LFS SHA-256),
@@ -29,6 +31,7 @@ _LFS_FROM = 10_000  # bytes; smaller files are committed inline
 class Repo:
     repo_id: str
     private: bool = False
+    owner: str | None = None  # the Authorization header that created it: who may read it when private
     commits: list[tuple[str, dict[str, bytes]]] = dataclasses.field(default_factory=list)
 
     @property
@@ -103,7 +106,9 @@ class HubServer(ThreadedServer):
         if repo_id in self.repos:
             return _error(409, "You already created this dataset repo", None, url=f"{self.url}/datasets/{repo_id}")
         self.create(repo_id, {".gitattributes": b"*.parquet filter=lfs diff=lfs merge=lfs -text\n"})
-        self.repos[repo_id].private = bool(body.get("private"))
+        # huggingface_hub 2.x sends `visibility`; older clients send `private`: the Hub takes both.
+        self.repos[repo_id].private = body.get("visibility") == "private" or body.get("private") is True
+        self.repos[repo_id].owner = request.headers.get("authorization")
         return web.json_response({"url": f"{self.url}/datasets/{repo_id}", "name": repo_id, "id": repo_id})
 
     async def _validate_yaml(self, request: web.Request) -> web.Response:
@@ -121,7 +126,14 @@ class HubServer(ThreadedServer):
         repo_id = f"{request.match_info['ns']}/{request.match_info['name']}"
         if repo_id not in self.repos:
             raise _Refused(_error(404, "Repository not found", "RepoNotFound"))
-        return self.repos[repo_id]
+        repo = self.repos[repo_id]
+        caller = request.headers.get("authorization")
+        if repo.private and (caller is None or caller != repo.owner):
+            # Like the Hub: a private repo is not found by others; an anonymous caller gets a 401.
+            if caller is None:
+                raise _Refused(_error(401, "Invalid username or password.", "RepoNotFound"))
+            raise _Refused(_error(404, "Repository not found", "RepoNotFound"))
+        return repo
 
     async def _info(self, request: web.Request) -> web.Response:
         repo = self._repo(request)

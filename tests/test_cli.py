@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from conftest import alpaca_rows
 from hub_server import HubServer
 from tgi_server import Call, Error, TGIServer, default_script
@@ -181,19 +181,52 @@ def test_a_missing_local_file_fails_at_once(name: str, server: TGIServer, tmp_pa
 
 
 def test_a_missing_file_never_asks_the_hub_but_a_hub_id_does(tmp_path: Path) -> None:
-    def run(name: str, hub: HubServer) -> tuple[subprocess.CompletedProcess, float]:
+    def run(name: str, hub: HubServer) -> subprocess.CompletedProcess:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
         env.pop("HF_DATASETS_OFFLINE")
-        started = time.monotonic()
         command = [sys.executable, "-m", "coevol_hf.cli", "refine", name, "-o", str(tmp_path / "out"), "--endpoint", "http://127.0.0.1:9"]
-        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120), time.monotonic() - started
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
 
     with HubServer() as hub:
-        result, seconds = run("nope.jsonl", hub)
+        result = run("nope.jsonl", hub)
         assert result.returncode == 1 and result.stderr.strip() == "coevol-hf refine: no such file: nope.jsonl"
-        assert hub.requests == [] and seconds < 15
-        result, _ = run("someone/nope", hub)
-        assert result.returncode == 1 and hub.requests  # a Hub id is looked up on the Hub
+        # Every Hub request goes to HF_ENDPOINT: none at all means it failed without a lookup.
+        assert hub.requests == [] and not (tmp_path / "out").exists()
+        result = run("someone/nope", hub)
+        assert result.returncode == 1 and any("/datasets/someone/nope/" in r for r in hub.requests)  # a Hub id is looked up on the Hub
+
+
+def test_a_hub_dataset_split_is_refined_and_its_card_lends_the_licence(server: TGIServer, tmp_path: Path) -> None:
+    train, test = alpaca_rows(6)[:4], alpaca_rows(6)[4:]
+    with HubServer() as hub:
+        hub.create(
+            "org/seed-tasks",
+            {
+                "README.md": b"---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# Seed tasks\n",
+                "train.jsonl": "".join(json.dumps(row) + "\n" for row in train).encode(),
+                "test.jsonl": "".join(json.dumps(row) + "\n" for row in test).encode(),
+            },
+        )
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        env.pop("HF_DATASETS_OFFLINE")
+        command = [
+            sys.executable, "-m", "coevol_hf.cli", "refine", "org/seed-tasks", "--split", "train[:3]", "--limit", "2",
+            "-o", str(tmp_path / "out"), "--endpoint", server.url, "--max-rounds", "1",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+    output = tmp_path / "out"
+    rows = pq.read_table(output / "data.parquet").to_pylist()
+    assert [row["instruction"] for row in rows] == [row["instruction"] for row in train[:2]]
+    assert [row["coevol_original"] for row in rows] == [[row["output"]] for row in train[:2]]
+    assert [row["coevol_error"] for row in rows] == [None, None] and len(server.calls) == 2 * 8
+    config = json.loads((output / "coevol_config.json").read_text())
+    assert (config["source"], config["split"]) == ("org/seed-tasks", "train[:3]")
+    assert config["command"] == "coevol-hf refine org/seed-tasks --split 'train[:3]' --limit 2 -o out --endpoint URL --max-rounds 1"
+    card = (output / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---\n", 2)[1])
+    assert metadata["license"] == "apache-2.0" and metadata["source_datasets"] == ["org/seed-tasks"]
+    assert "Source: [org/seed-tasks](https://huggingface.co/datasets/org/seed-tasks)" in card
 
 
 # -- caches: datasets' and the request cache ------------------------------------------------------

@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -54,6 +56,15 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     """The one line the command printed about its failure (progress bars share stderr)."""
     (line,) = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("coevol-hf push:")]
     return line
+
+
+def read_anonymously(hub: HubServer, repo_id: str, path: str = "README.md") -> tuple[int, str | None]:
+    """GET a file of a dataset repo as a visitor without a token does: (status, X-Error-Code)."""
+    try:
+        with urllib.request.urlopen(f"{hub.url}/datasets/{repo_id}/resolve/main/{path}", timeout=30) as response:
+            return response.status, None
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("X-Error-Code")
 
 
 def card_of(hub: HubServer, repo_id: str) -> tuple[dict, str]:
@@ -110,6 +121,50 @@ def test_push_to_a_fresh_repo(refined_dir: Path) -> None:
     # The run configuration holds every option and every template.
     assert config["model"] == "test-org/test-model@0123abcd" and config["options"]["max_rounds"] == 2
     assert set(config["options"]["prompts"]) == set(TEMPLATE_FIELDS) and TOKEN not in json.dumps(config)
+
+
+def test_push_private_makes_a_repo_only_its_owner_can_read(refined_dir: Path) -> None:
+    # No token required by the server as a whole: anonymous reads work, as on the Hub, for public repos.
+    with HubServer() as hub:
+        result = push(refined_dir, "me/refined", hub, "--private")
+        assert result.returncode == 0, result.stderr
+        repo = hub.repos["me/refined"]
+        rows = pushed_rows(hub, "me/refined")
+        anonymous = read_anonymously(hub, "me/refined")
+        owner = run(
+            "from huggingface_hub import hf_hub_download\n"
+            f"print(open(hf_hub_download('me/refined', 'README.md', repo_type='dataset', token={TOKEN!r})).read() == {repo.files['README.md'].decode()!r})",
+            hub,
+        )
+    assert repo.private is True
+    assert rows == pq.read_table(refined_dir / "data.parquet").to_pylist() and "coevol_config.json" in repo.files
+    assert anonymous == (401, "RepoNotFound")  # what the Hub answers a visitor about a private repo
+    assert owner.returncode == 0 and owner.stdout.strip().splitlines()[-1] == "True", owner.stderr
+
+
+def test_push_to_hub_private_true_makes_a_private_repo_and_the_default_a_public_one(refined_dir: Path) -> None:
+    code = f"""
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import RepositoryNotFoundError
+refined = Dataset.from_parquet({str(refined_dir / "data.parquet")!r})
+push_to_hub(refined, "me/private", private=True, token={TOKEN!r})
+push_to_hub(refined, "me/public", token={TOKEN!r})
+for repo_id in ("me/private", "me/public"):
+    try:
+        hf_hub_download(repo_id, "README.md", repo_type="dataset", token=False)
+        print(repo_id, "readable by anyone")
+    except RepositoryNotFoundError:
+        print(repo_id, "not found without a token")
+"""
+    with HubServer() as hub:
+        result = python_push(code, hub)
+        assert result.returncode == 0, result.stderr
+        private, public = hub.repos["me/private"], hub.repos["me/public"]
+        anonymous = read_anonymously(hub, "me/private"), read_anonymously(hub, "me/public")
+    assert (private.private, public.private) == (True, False)
+    assert "coevol_config.json" in private.files and MARK_START.encode() in private.files["README.md"]
+    assert result.stdout.strip().splitlines()[-2:] == ["me/private not found without a token", "me/public readable by anyone"]
+    assert anonymous == ((401, "RepoNotFound"), (200, None))
 
 
 def test_existing_card_metadata_survives(refined_dir: Path) -> None:
