@@ -292,6 +292,16 @@ def test_a_tgi_server_not_ready_yet_is_never_taken_for_another_kind_of_server(tm
         assert (session.server().kind, session.server().identity) == ("tgi", "test-org/test-model@0123abcd")
 
 
+def test_a_tgi_reached_only_through_its_openai_routes_is_probed_by_its_model(tmp_path: Path) -> None:
+    # A gateway that exposes TGI's OpenAI-compatible routes but not /info: TGI's /v1/models
+    # answers its one model as an object, not a list.
+    with TGIServer() as server:
+        server.info_error = Error(404, "Not Found", "not_found")
+        found = session_of(server.url, tmp_path).server()
+        assert (found.kind, found.model_id) == ("openai", "test-org/test-model")
+        assert server.metadata_requests == ["/info", "/v1/models"]
+
+
 @pytest.mark.parametrize(("model_id", "warned"), [("/home/alice/{}/acme-ft.Q4_K_M.gguf", True), ("acme/public-ft-{}", False), ("/repository", False)])
 def test_a_model_named_by_a_local_path_is_warned_about(model_id: str, warned: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model_id = model_id.format(tmp_path.name)  # a name of its own: each is warned about once per process

@@ -269,7 +269,9 @@ class TGIServer(ThreadedServer):
 
     async def _health(self, request: web.Request) -> web.Response:
         self._drop_if_dead(request)
-        return web.Response(status=200 if self.healthy else 503)
+        if not self.healthy:
+            return web.json_response({"error": "unhealthy", "error_type": "healthcheck"}, status=503)
+        return web.Response(status=200)
 
     async def _models(self, request: web.Request) -> web.Response:
         self._drop_if_dead(request)
@@ -277,7 +279,10 @@ class TGIServer(ThreadedServer):
         self.metadata_requests.append("/v1/models")
         self.probes.append(("/v1/models", dict(request.headers)))
         ids = (self.model_id, *self.other_models)
-        return web.json_response({"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": self.kind} for i in ids]})
+        models = [{"id": i, "object": "model", "created": 0, "owned_by": self.kind} for i in ids]
+        if self.kind == "tgi":  # TGI's spec: the one model served, not a list
+            return web.json_response(models[0])
+        return web.json_response({"object": "list", "data": models})
 
     async def _chat(self, request: web.Request) -> web.Response:
         call = await self._record(request)

@@ -132,7 +132,8 @@ async def probe(http: Http, target: Target, sampling: Sampling) -> ServerInfo:
         _warn_if_local_path(server.model_id, url)
         return _pin_tgi(server, sampling, url)
     listing = await _get_json(http, target, "/v1/models")
-    data = listing.get("data") if isinstance(listing, dict) else None
+    # OpenAI's shape lists the models ({"data": [{"id": ...}]}); TGI's route gives its one model ({"id": ...}).
+    data = listing.get("data", [listing]) if isinstance(listing, dict) else None
     ids = [m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str) and m["id"]] if isinstance(data, list) else []
     if not ids:
         raise EndpointError(
