@@ -27,7 +27,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, get_token
 
 from . import __version__
 from .client.server import is_hf_api_host
-from .formats import REFINED
+from .formats import REFINED, splits_with_rows
 from .options import CoEvolOptions
 from .stats import RunStats, cached_share, compute_stats
 from .trace import RunInfo, Trace, prompts_digest, run_json
@@ -90,7 +90,7 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
     keys: dict[str, str] = {}  # a run's JSON text as the traces carry it -> its canonical key
     rows: collections.Counter[str] = collections.Counter()
     models: set[str] = set()
-    for name, split in splits.items():
+    for name, split in splits_with_rows(splits).items():
         missing = [c for c in _SUMMARY_COLUMNS + [REFINED.model] if c not in split.column_names]
         if missing:
             raise ValueError(f"Split {name!r} is not refined by coevol-hf: it lacks the columns {missing}.")
@@ -340,7 +340,7 @@ def _default_prompts() -> dict[str, str]:
 
 
 def _rows(splits: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
-    for split in splits.values():
+    for split in splits_with_rows(splits).values():
         yield from split.select_columns(_SUMMARY_COLUMNS)
 
 
@@ -423,7 +423,7 @@ def _stats_lines(stats: RunStats) -> str:
             f"| accepted edits per turn (edits: turns) | {histogram} |",
             f"| judge orders agreeing | {stats.judges_agree} of {stats.judged_rounds} judged rounds |",
             f"| response length in characters, before → after | {stats.chars_before} → {stats.chars_after} |",
-            f"| rows left unrefined, by reason | {errors} |",
+            f"| rows with a `coevol_error`, by reason (edits accepted before it kept) | {errors} |",
             f"| LLM calls | {stats.llm_calls} |",
             f"| tokens (prompt, completion) | {stats.prompt_tokens}, {stats.completion_tokens} |",
             f"| prompt tokens the server read from its prefix cache | {stats.cached_tokens} ({cached_share(stats)}) |",

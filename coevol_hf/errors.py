@@ -40,3 +40,7 @@ class RowError(CoEvolError):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.args[0]}"
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from its two arguments when a num_proc worker sends it back (on_error="raise").
+        return type(self), (self.kind, self.args[0])

@@ -22,7 +22,8 @@ _LABEL_NOISE = re.compile(r"\b(answer|response|assistant|output|option|verdict|w
 _TIE_WORDS = re.compile(r"\b(tie|tied|draw|equal|equally)\b", re.I)
 _ARTICLE_BEFORE_TIE = re.compile(r"\ba\s+(?=(tie|draw)\b)", re.I)  # "A tie." names no answer
 _AB = re.compile(r"\b([AB])\b")
-_OUT_OF_TEN = re.compile(r"\s*/\s*10\b")
+_OUT_OF_TEN = re.compile(r"\s*(/|out of)\s*10\b", re.I)
+_LIST_MARK = re.compile(r"^\s*\d+[.)]\s+")  # "1. A: 8, B: 6": the 1 is no score
 _NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?!\w|\.\d)")  # "8." ends a sentence
 
 # JSON answers the judge is asked for where the server supports structured output.
@@ -52,7 +53,10 @@ def parse_verdict(text: str, mode: JudgeMode, *, cut_off: bool = False) -> Score
     scores = _from_json(as_json, mode) if as_json is not None else None
     if scores is not None or cut_off:
         return scores
-    # Not a verdict in JSON; the JSON found may be quoted from an answer under review.
+    if as_json is not None:
+        # JSON that is no verdict: quoted from an answer, or a verdict with wrong fields. Only
+        # what comes before it may be the verdict line, never the words inside it.
+        text = text[: text.find("{")]
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return _parse_compare_line(first_line) if mode == "compare" else _parse_score_line(first_line)
 
@@ -97,7 +101,7 @@ def _parse_compare_line(line: str) -> Scores | None:
 
 
 def _parse_score_line(line: str) -> Scores | None:
-    numbers = _NUMBER.findall(_OUT_OF_TEN.sub("", line))
+    numbers = _NUMBER.findall(_OUT_OF_TEN.sub("", _LIST_MARK.sub("", line)))
     if len(numbers) != 2:
         return None
     return (float(numbers[0]), float(numbers[1]))

@@ -164,7 +164,7 @@ class Prompts:
                     shared = " The instruction and the answer under review already open every request (templates 'instruction_block' and 'answer_block')."
                 raise ConfigError(
                     f"Prompt template {name!r} uses unknown field(s) {sorted(unknown)}; "
-                    f"it may use {sorted(allowed) or 'no fields'} (write '{{{{' for a literal brace).{shared}"
+                    f"it must use each of {sorted(allowed) or 'no fields'} and nothing else (write '{{{{' for a literal brace).{shared}"
                 )
             missing = allowed - used
             if missing:

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import hashlib
 import re
-from typing import Awaitable, Protocol, Sequence, TypeVar
+from typing import Any, Awaitable, Protocol, Sequence, TypeVar
 
 from .errors import RowError
 from .formats import Conversation
@@ -24,7 +24,7 @@ Message = dict[str, str]
 T = TypeVar("T")
 
 MAX_SUGGESTIONS = 3
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)]|suggestion\s*\d*\s*[:.)-])\s*", re.I)
+_BULLET = re.compile(r"^\s*(?:[-*•+]\s+|\d+[.)]\s+|suggestion\s*\d*\s*[:.)-]\s*)", re.I)  # not "---", "1.5" or "**bold**"
 _NOTHING_TO_SUGGEST = re.compile(
     r"^(none|n/a|nothing( else)?( to (suggest|improve|change))?|no (further |other )?(suggestions?|changes?|improvements?)( are| is)?( needed| necessary| required)?)(\W*$|\s*[.:;]\s)", re.I
 )
@@ -59,12 +59,15 @@ class RefinedConversation:
 
 
 class Interrupted(RowError):
-    """A call of the row finally failed after some of its rounds were done: `done` holds them
-    (an accepted edit was judged better and paid for, so it is not thrown away)."""
+    """A call of the row finally failed: `done` holds the turns and rounds finished before it,
+    if any (an accepted edit was judged better and paid for, so it is not thrown away)."""
 
     def __init__(self, error: RowError, done: RefinedConversation) -> None:
         super().__init__(error.kind, error.args[0])
         self.done = done
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (RowError(self.kind, self.args[0]), self.done)
 
 
 async def refine_conversation(conversation: Conversation, options: CoEvolOptions, chat: Chat) -> RefinedConversation:
@@ -221,7 +224,7 @@ def parse_suggestions(advice: str) -> list[str]:
             items[-1] += " " + text
         else:
             in_item = False
-    return [item for item in items if item and not _NOTHING_TO_SUGGEST.match(item)][:MAX_SUGGESTIONS]
+    return [item for item in items if re.search(r"\w", item) and not _NOTHING_TO_SUGGEST.match(item)][:MAX_SUGGESTIONS]
 
 
 def render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> str:

@@ -73,7 +73,7 @@ def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
         for index, row in enumerate(_iter_rows(data)):
             rows.append(row)
             trace = Trace.from_json(row[REFINED.trace]) if row[REFINED.trace] is not None else None
-            if trace is not None and row[REFINED.error] is None:  # the figures are of refined rows
+            if trace is not None:  # rows stopped by an error count with the rounds they did, as in the stats
                 run = run or trace.run
                 for turn in trace.turns:
                     figures.add_turn(turn)

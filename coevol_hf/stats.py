@@ -36,7 +36,9 @@ def compute_stats(rows: Iterable[Mapping[str, Any]]) -> RunStats:
         stats.rows += 1
         if row[REFINED.error] is not None:
             errors[row[REFINED.error].split(":", 1)[0]] += 1
+        if row[REFINED.trace] is None:
             continue
+        # A row stopped by a failing call may carry the rounds done before it: they count too.
         trace = Trace.from_json(row[REFINED.trace])
         rounds = [turn.accepted_rounds for turn in trace.turns]
         histogram.update(rounds)

@@ -81,7 +81,7 @@ def pick_row(rows: Iterable[Mapping[str, Any]]) -> int | None:
     both verdicts readable, else any edit; shorter rows first among equals. None if none was refined."""
     best: tuple[tuple[int, int, int, int], int] | None = None
     for index, row in enumerate(rows):
-        if row[REFINED.error] is not None:
+        if row[REFINED.trace] is None:
             continue
         rounds = [r for turn in Trace.from_json(row[REFINED.trace]).turns for r in turn.rounds]
         rank = (
@@ -103,8 +103,11 @@ def tell(row: Mapping[str, Any], *, width: int = WIDTH) -> str:
     lines: list[str] = []
     if row[REFINED.error] is not None:
         lines.append(f"A call failed ({row[REFINED.error]}); what was done before it is kept:")
+    several = len(row[REFINED.original] or ()) > 1
     for turn in trace.turns:
-        lines += _tell_turn(turn, width, several=len(trace.turns) > 1)
+        lines += _tell_turn(turn, width, several=several)
+    if len(trace.turns) < len(row[REFINED.original] or ()):
+        lines.append(f"== Turns {len(trace.turns) + 1} to {len(row[REFINED.original])}: left as they were ==")
     lines.append(f"LLM calls for this row: {trace.usage.calls}")
     return "\n".join(lines)
 

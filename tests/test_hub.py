@@ -108,7 +108,7 @@ def test_push_to_a_fresh_repo(refined_dir: Path) -> None:
     prompt, cached = (sum(json.loads(r["coevol_trace"])["usage"][key] for r in rows if r["coevol_trace"]) for key in ("prompt_tokens", "cached_tokens"))
     assert (improved, errors) == (3, 1)
     assert "| rows | 4 |" in body and f"| rows improved | {improved} (75.0%) |" in body
-    assert "| rows left unrefined, by reason | input: 1 |" in body and f"| LLM calls | {calls} |" in body
+    assert "| rows with a `coevol_error`, by reason (edits accepted before it kept) | input: 1 |" in body and f"| LLM calls | {calls} |" in body
     assert "| accepted edits per turn (edits: turns) | 2: 3 |" in body
     assert cached > 0 and f"| prompt tokens the server read from its prefix cache | {cached} ({cached / prompt:.0%}) |" in body
     refined_rows = [r for r in rows if r["coevol_error"] is None]
@@ -403,7 +403,7 @@ print(push_to_hub(kept, "me/filtered", token={TOKEN!r}))
         assert result.returncode == 0, result.stderr
         metadata, body = card_of(hub, "me/filtered")
         config = json.loads(hub.repos["me/filtered"].files["coevol_config.json"])
-    assert "| rows | 3 |" in body and "| rows left unrefined, by reason | none |" in body
+    assert "| rows | 3 |" in body and "| rows with a `coevol_error`, by reason (edits accepted before it kept) | none |" in body
     assert "Model: `test-org/test-model@0123abcd`, served by Text Generation Inference 3.3.6" in body and "| `max_rounds` | `2` |" in body
     assert f"All {len(TEMPLATE_FIELDS)} templates are in `coevol_config.json`" in body and "Source: not recorded." in body
     run_keys = ["coevol_hf_version", "implementation", "model", "server", "options", "prompts_sha256"]

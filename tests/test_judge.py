@@ -27,6 +27,9 @@ from coevol_hf.judge import merge, parse_verdict
         ("A tie.", (0.5, 0.5)),
         ("a draw", (0.5, 0.5)),
         ("A is better; B is not a tie-breaker.", None),
+        # JSON that is no verdict: the words inside it never decide.
+        ('{"better": "C", "reason": "A is worse"}', None),
+        ('{"better": "Both", "reason": "B is fine"}', None),
     ],
 )
 def test_compare_verdicts(text: str, expected) -> None:
@@ -48,6 +51,10 @@ def test_compare_verdicts(text: str, expected) -> None:
         ("8 and 7.", (8.0, 7.0)),
         ('8 6\nThe first answer builds {"k": 1} correctly.', (8.0, 6.0)),
         ("10.5 and 3", None),
+        ("1. Answer A: 8, Answer B: 6", (8.0, 6.0)),
+        ("8 6 (out of 10.)", (8.0, 6.0)),
+        ('{"score_a": 65, "score_b": 90, "reason": "A covers 3 points, B covers 9"}', None),
+        ('{"score_a": 0, "score_b": 7, "reason": "A scored 2 points lower"}', None),
     ],
 )
 def test_score_verdicts(text: str, expected) -> None:

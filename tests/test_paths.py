@@ -17,6 +17,7 @@ from datasets import Dataset, DatasetDict, IterableDataset
 from tgi_server import TGIServer, prefer_longer
 
 from coevol_hf import CoEvol, ConfigError, PairwiseJudge
+from coevol_hf.card import build_card, split_stats
 
 
 def test_streaming_map_yields_plain_values_and_the_same_text(server: TGIServer) -> None:
@@ -51,6 +52,9 @@ def test_dataset_dict_and_empty_splits(server: TGIServer) -> None:
     assert out["train"]["coevol_original"] == [[r["output"]] for r in rows[:2]]
     assert out["test"]["coevol_error"] == [None]
     assert len(server.calls) == 3 * 8  # nothing asked for the empty split
+    # The empty split, left without the coevol_* columns, is not described: the card is of the rows.
+    card = str(build_card(dict(out)))
+    assert split_stats(dict(out)).rows == 3 and "| rows | 3 |" in card
 
 
 def test_refining_refined_data_keeps_the_true_originals(server: TGIServer) -> None:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 
 import pytest
 
 from coevol_hf.formats import Conversation, Exchange
 from coevol_hf.options import CoEvolOptions
 from coevol_hf.prompts import Prompts
-from coevol_hf.protocol import Reply, parse_suggestions, refine_conversation, render_context
+from coevol_hf.errors import RowError
+from coevol_hf.protocol import Interrupted, RefinedConversation, Reply, parse_suggestions, refine_conversation, render_context
 
 PROMPTS = Prompts()
 ROLES = {PROMPTS.advocate_persona: "advocate", PROMPTS.critic_persona: "critic", PROMPTS.advisor_persona: "advisor", PROMPTS.editor_persona: "editor", PROMPTS.judge_persona: "judge"}
@@ -86,6 +88,10 @@ def test_a_cut_off_verdict_counts_only_with_complete_json() -> None:
         ("- None", []),
         ("", []),
         ("No changes to the facts, but add a date.", ["No changes to the facts, but add a date."]),
+        # Not list items: a rule, a decimal, a bold heading.
+        ("The answer is fine.\n\n---\n\nAdd a source.", ["The answer is fine.", "Add a source."]),
+        ("1.5 litres is wrong; use 2 litres.\n\nAlso cite a source.", ["1.5 litres is wrong; use 2 litres.", "Also cite a source."]),
+        ("**Suggestions for improvement:**\n\n1. **Clarity**: define X.\n2. Fix the date.\n3. Cite a source.", ["**Clarity**: define X.", "Fix the date.", "Cite a source."]),
     ],
 )
 def test_suggestions_are_the_advice_list_items(advice: str, expected: list[str]) -> None:
@@ -104,3 +110,12 @@ def test_a_blank_system_prompt_adds_no_context() -> None:
     assert render_context("", []) == render_context("  ", []) == render_context(None, []) == ""
     assert "System" not in render_context("", [("Hi.", "Hello!")])
     assert render_context("Be brief.", []) == "Earlier in the conversation:\nSystem: Be brief.\n\n"
+
+
+def test_row_errors_cross_process_boundaries() -> None:
+    # num_proc workers send an on_error="raise" failure back pickled: it must arrive intact.
+    error = pickle.loads(pickle.dumps(RowError("validation", "HTTP 422: too long")))
+    assert (type(error), str(error)) == (RowError, "validation: HTTP 422: too long")
+    done = refine(ScriptedChat())
+    stopped = pickle.loads(pickle.dumps(Interrupted(RowError("server", "HTTP 500"), done)))
+    assert str(stopped) == "server: HTTP 500" and stopped.done == done and isinstance(stopped.done, RefinedConversation)

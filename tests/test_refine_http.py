@@ -323,6 +323,10 @@ def test_a_call_failing_in_a_later_round_keeps_the_edits_already_accepted(server
         (turn,) = trace.turns
         assert [r.accepted for r in turn.rounds] == [True] and turn.final == row["output"]
         assert trace.usage.calls == 8 + 6  # round 2 paid for its debate, advice and edit
+    # The summary counts what these rows did: improved, with their calls, and their errors.
+    stats = compute_stats(out)
+    assert (stats.rows_improved, stats.llm_calls, stats.errors_by_kind) == (2, 2 * 14, {"validation": 2})
+    assert stats.rounds_histogram == {1: 2} and stats.judged_rounds == 2
     # A failure before any round is done leaves the row as it was, without a trace.
     server.script = lambda call: too_long
     (failed,) = refine(server, rows[:1], max_rounds=3, seed=1)
