@@ -375,6 +375,15 @@ def test_on_error_raise_stops_at_the_first_failure(server: TGIServer) -> None:
     assert len(server.calls) < 4 * 8
 
 
+def test_on_error_raise_under_num_proc_reaches_the_caller(server: TGIServer) -> None:
+    # A worker sends the row's error back pickled; one that cannot be rebuilt hung the pool.
+    rows = alpaca_rows(4)
+    rows[3]["instruction"] = "TOO LONG " + rows[3]["instruction"]
+    server.script = lambda call: Error(422, "Input validation error: `inputs` must have less than 4096 tokens", "validation") if "TOO LONG" in call.task else default_script(call)
+    with pytest.raises(RowError, match=r"validation: HTTP 422: Input validation error.*on_error='raise'; the row starting 'TOO LONG "):
+        Dataset.from_list(rows).map(CoEvol(endpoint=server.url, max_rounds=1, on_error="raise"), batched=True, batch_size=2, num_proc=2)
+
+
 def test_on_error_raise_names_a_conversation_row_by_its_first_text(server: TGIServer) -> None:
     rows = mt_bench_conversations()[:2]
     for row in rows:  # a system prompt, the same in every row, names none of them
