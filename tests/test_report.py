@@ -73,8 +73,10 @@ def test_every_row_with_its_diff_rounds_and_decision(refined: DatasetDict, tmp_p
     assert "x" not in shown[0]["t"][0]["r"][1]
 
 
-def test_a_row_stopped_by_a_failing_call_shows_the_turns_done_before_it(tmp_path: Path) -> None:
-    def stop_in_the_second_turn(call: Call) -> str | Error:
+def stopped_in_the_second_turn() -> Dataset:
+    """A two-turn row whose second turn's advisor call fails: the first turn is refined."""
+
+    def script(call: Call) -> str | Error:
         if call.role == "advisor" and "Compare the two" in call.task:
             return Error(422, "Input validation error: `inputs` must have less than 4096 tokens", "validation")
         return default_script(call)
@@ -83,8 +85,12 @@ def test_a_row_stopped_by_a_failing_call_shows_the_turns_done_before_it(tmp_path
         {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue."},
         {"from": "human", "value": "Compare the two."}, {"from": "gpt", "value": "They differ."},
     ]}
-    with TGIServer(stop_in_the_second_turn) as server:
-        refined = Dataset.from_list([row]).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True)
+    with TGIServer(script) as server:
+        return Dataset.from_list([row]).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True)
+
+
+def test_a_row_stopped_by_a_failing_call_shows_the_turns_done_before_it(tmp_path: Path) -> None:
+    refined = stopped_in_the_second_turn()
     (view,) = rows_of(report(refined, tmp_path / "report.html").read_text(encoding="utf-8"))
     assert view["s"] == "error" and view["e"].startswith("validation: HTTP 422")
     (done,) = view["t"]  # the first turn, refined; the second is left as it was
@@ -190,6 +196,21 @@ def test_page_in_chromium_shows_every_row_without_errors(refined: DatasetDict, b
             assert png_colours(shot) > 20  # text, charts and colours, not a blank page
 
     asyncio.run(check())
+
+
+def test_page_in_chromium_shows_a_stopped_row_with_its_refined_turn(browser_path: str, tmp_path: Path) -> None:
+    path = report(stopped_in_the_second_turn(), tmp_path / "report.html")
+
+    async def shown() -> tuple[str, list[str]]:
+        async with Browser(browser_path) as browser:
+            await browser.open(path.as_uri())
+            text = await browser.evaluate("document.querySelector('article.row').textContent")
+            return text, browser.console_errors
+
+    text, console_errors = asyncio.run(shown())
+    assert console_errors == []
+    assert "validation: HTTP 422" in text and "Blue. [edited]" in text
+    assert "Response 2 (left as it was)" in text and "They differ." in text
 
 
 def test_blank_screenshot_is_told_from_a_drawn_one(browser_path: str, tmp_path: Path) -> None:
