@@ -132,7 +132,7 @@ class JudgeOptions:
     )
     structured_judge: bool = option(True, "ask the judge for JSON with a schema the server enforces (TGI and OpenAI forms)")
     prompts: Prompts | Mapping[str, str] | None = option(
-        None, "any template of `coevol_hf.prompts.Prompts` (personas, tasks, the shared opening), e.g. `{\"editor_task\": \"...\"}` (CLI: a JSON file)", cli=_read_json, default_text="defaults"
+        None, "any template of `coevol_hf.prompts.Prompts` (personas, tasks, the shared opening), e.g. `{\"editor_task\": \"... {suggestions}\"}`; each must use all of its fields (CLI: a JSON file)", cli=_read_json, default_text="defaults"
     )
     context_turns: int = option(3, "earlier exchanges of a multi-turn row each call sees")
     on_error: OnError = option(
