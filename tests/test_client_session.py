@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import pytest
-from tgi_server import Answer, Call, Error, TGIServer, Trickle
+from tgi_server import CHAT_TEMPLATE, Answer, Call, Error, TGIServer, Trickle
 
 from coevol_hf.cache import RequestCache, request_key
 from coevol_hf.client.http import Failure, Http
@@ -31,7 +31,6 @@ from coevol_hf.client.tgi import RequestFormat
 from coevol_hf.errors import ConfigError, EndpointError, RowError
 from coevol_hf.options import CoEvolOptions, Sampling
 
-TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
 
 
 def session_of(url: str | tuple[str, ...], tmp_path: Path, *, sampling: Sampling | None = None, **connection: Any) -> ClientSession:
@@ -154,7 +153,7 @@ def test_cut_off_answers_are_marked_and_cached_as_such(tmp_path: Path, api: str)
     def script(c: Call) -> Answer:
         return Answer("half an ans", "length", cached_tokens=7) if "long" in c.task else Answer("done.", "stop" if api == "chat" else "eos_token")
 
-    sampling = sampling_of(api=api, chat_template=TEMPLATE if api == "generate" else None)
+    sampling = sampling_of(api=api, chat_template=CHAT_TEMPLATE if api == "generate" else None)
     with TGIServer(script) as server:
         first = session_of(server.url, tmp_path, sampling=sampling)
         cut, whole = outcomes(first, ["Write something long.", "Write something short."])

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import alpaca_rows, mt_bench_conversations
 from datasets import Dataset, load_from_disk
-from tgi_server import Call, Error, Hang, TGIServer, default_script
+from tgi_server import CHAT_TEMPLATE, Call, Error, Hang, TGIServer, default_script
 
 from coevol_hf import CoEvol, ConfigError, EndpointError, Trace
 from coevol_hf.errors import RowError
@@ -50,9 +50,9 @@ def dies_after(server: TGIServer, answers: int):
     return script
 
 
-def clean_run(rows: list[dict], tmp_path: Path) -> Dataset:
+def clean_run(rows: list[dict], tmp_path: Path, **options) -> Dataset:
     with TGIServer() as clean:
-        return refine(clean.url, rows, cache_dir=str(tmp_path / "clean-cache"))
+        return refine(clean.url, rows, cache_dir=str(tmp_path / "clean-cache"), **options)
 
 
 def fail_first_try(fault_for_call):
@@ -82,7 +82,10 @@ TRANSIENT_FAULTS = [
 ]
 
 
-def test_transient_faults_give_the_same_output_as_a_clean_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("api", ["chat", "generate"])
+def test_transient_faults_give_the_same_output_as_a_clean_run(api: str, tmp_path: Path) -> None:
+    # TGI's /generate route fails in the same ways and is retried by the same routine.
+    options = {"api": "generate", "chat_template": CHAT_TEMPLATE} if api == "generate" else {}
     rows = alpaca_rows(8)
     rows[2]["instruction"] = "FAILS TO GENERATE " + rows[2]["instruction"]
     rows[5]["instruction"] = "FAILS IN STREAM " + rows[5]["instruction"]
@@ -101,9 +104,10 @@ def test_transient_faults_give_the_same_output_as_a_clean_run(tmp_path: Path) ->
         return first_try_faults(call)
 
     with TGIServer(script) as faulty:
-        out = refine(faulty.url, rows, timeout=0.5, **FAST_RETRIES)
+        out = refine(faulty.url, rows, timeout=0.5, **FAST_RETRIES, **options)
         retried = len(faulty.calls) - len({c.key for c in faulty.calls})
-    expected = clean_run(rows, tmp_path)
+        assert {c.path for c in faulty.calls} == {"/v1/chat/completions" if api == "chat" else "/generate"}
+    expected = clean_run(rows, tmp_path, **options)
 
     assert len(out) == len(rows) and out["instruction"] == [r["instruction"] for r in rows]
     assert retried > 20  # most calls really did fail once
@@ -227,6 +231,7 @@ class OutAndBack:
     def __init__(self, a: TGIServer, b: TGIServer, caplog: pytest.LogCaptureFixture, *, after: int, verdict: str, **changes) -> None:
         self.a, self.b, self.caplog, self.verdict, self.changes = a, b, caplog, verdict, changes
         self.requests_before_restart: int | None = None
+        self.requests_at_verdict: int | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run)
         original, count = b.script, itertools.count(1)
@@ -247,6 +252,7 @@ class OutAndBack:
             self.requests_before_restart = len(self.b.requests)
             self.b.restart(**self.changes)
             self._wait_for_log(self.verdict.format(url=self.b.url), since=logged)
+            self.requests_at_verdict = len(self.b.requests)
         except BaseException as err:  # re-raised by `join`, in the test's thread
             self.error = err
         finally:
@@ -258,13 +264,14 @@ class OutAndBack:
             assert time.monotonic() < give_up, f"the pool never logged {text!r}"
             time.sleep(0.01)
 
-    def join(self) -> list[str]:
-        """The requests `b` received after it came back."""
+    def join(self) -> tuple[list[str], list[str]]:
+        """The requests `b` received after it came back, and after the pool's verdict on it (calls
+        sent to `b` before it was taken out may still arrive in between, on a slow machine)."""
         assert self._thread.ident is not None, "b was never asked for enough answers to die mid-run"
         self._thread.join(60)
         if self.error is not None:
             raise self.error
-        return self.b.requests[self.requests_before_restart :]
+        return self.b.requests[self.requests_before_restart :], self.b.requests[self.requests_at_verdict :]
 
 
 def test_a_replica_that_died_is_checked_again_and_gets_calls_when_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -272,9 +279,9 @@ def test_a_replica_that_died_is_checked_again_and_gets_calls_when_back(tmp_path:
     with caplog.at_level(logging.INFO, logger="coevol_hf"), TGIServer(delay=0.02) as a, TGIServer(delay=0.02) as b:
         restart = OutAndBack(a, b, caplog, after=6, verdict="{url} is back in the rotation")
         out = refine([a.url, b.url], rows, **FAST_RETRIES)
-        after = restart.join()
-    assert "GET /health" in after and "GET /info" in after  # checked: healthy, and still the same model
-    assert after.count("POST /v1/chat/completions") > 0  # back in the rotation: it gets calls again
+        back, after_verdict = restart.join()
+    assert "GET /health" in back and "GET /info" in back  # checked: healthy, and still the same model
+    assert after_verdict.count("POST /v1/chat/completions") > 0  # back in the rotation: it gets calls again
     assert out.to_list() == clean_run(rows, tmp_path).to_list()
 
 
@@ -284,9 +291,9 @@ def test_a_replica_back_with_another_model_stays_out_and_the_run_completes_on_th
         verdict = "{url} is still out of the rotation: {url} now serves 'other-org/other-model@99ff', not 'test-org/test-model@0123abcd'"
         restart = OutAndBack(a, b, caplog, after=6, verdict=verdict, model_id="other-org/other-model", model_sha="99ff")
         out = refine([a.url, b.url], rows, **FAST_RETRIES)
-        after = restart.join()
-    assert "GET /info" in after  # it was checked...
-    assert "POST /v1/chat/completions" not in after  # ...and, serving another model, never called again
+        back, after_verdict = restart.join()
+    assert "GET /info" in back  # it was checked...
+    assert "POST /v1/chat/completions" not in after_verdict  # ...and, serving another model, never called again
     assert set(out["coevol_model"]) == {"test-org/test-model@0123abcd"}
     assert out.to_list() == clean_run(rows, tmp_path).to_list()
 

@@ -121,6 +121,8 @@ class Trickle:
 
 
 Script = Callable[[Call], "str | Answer | Error | Hang | Trickle"]
+# A chat template for api="generate": each message as `<|role|>text`, then the assistant's turn.
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
 
 
 def default_script(call: Call) -> str | Error:
@@ -284,11 +286,12 @@ class TGIServer(ThreadedServer):
             return web.json_response(models[0])
         return web.json_response({"object": "list", "data": models})
 
-    async def _chat(self, request: web.Request) -> web.Response:
-        call = await self._record(request)
+    async def _outcome(self, request: web.Request, call: Call) -> Error | Answer | Trickle | str:
+        """What the script answers, once the server's slots (429 beyond them), delay, hold and the
+        script's hangs allow: the same for both generation routes."""
         if self.slots is not None and self.in_flight >= self.slots:
             self.overloaded += 1
-            return self._answer(call, _error_response(Error(429, "Model is overloaded", "overloaded")))
+            return Error(429, "Model is overloaded", "overloaded")
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -300,8 +303,11 @@ class TGIServer(ThreadedServer):
             self._drop_if_dead(request)
         finally:
             self.in_flight -= 1
-        if isinstance(outcome, Hang):
-            outcome = "answer after hanging"
+        return "answer after hanging" if isinstance(outcome, Hang) else outcome
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        call = await self._record(request)
+        outcome = await self._outcome(request, call)
         if isinstance(outcome, Error):
             return self._answer(call, _error_response(outcome))
         answer = outcome if isinstance(outcome, (Answer, Trickle)) else Answer(outcome)
@@ -367,13 +373,13 @@ class TGIServer(ThreadedServer):
         call = await self._record(request)
         if call.body.get("parameters", {}).get("temperature") == 0:
             return _error_response(Error(422, "Input validation error: `temperature` must be strictly positive", "validation"))
-        outcome = self.script(call)
+        outcome = await self._outcome(request, call)
         if isinstance(outcome, Error):
-            return _error_response(outcome)
+            return self._answer(call, _error_response(outcome))
         answer = outcome if isinstance(outcome, Answer) else Answer(outcome, "eos_token")
-        return web.json_response(
+        return self._answer(call, web.json_response(
             {"generated_text": answer.text, "details": {"finish_reason": answer.finish_reason, "generated_tokens": len(answer.text) // 4, "seed": None, "prefill": [], "tokens": []}}
-        )
+        ))
 
     async def _record(self, request: web.Request) -> Call:
         self._drop_if_dead(request)
