@@ -100,11 +100,12 @@ def _row_view(index: int, split: str | None, row: Mapping[str, Any], trace: Trac
     view: dict[str, Any] = {"i": index}
     if split is not None:
         view["p"] = split
-    if row[REFINED.error] is not None:  # with the turns done before the failing call, if any
-        view = {**view, "s": "error", "e": row[REFINED.error], "o": list(row[REFINED.original] or [])}
-        return {**view, "t": [_turn_view(turn) for turn in trace.turns]} if trace is not None else view
+    if trace is not None:  # an errored row's trace holds the turns done before the failing call
+        view["t"] = [_turn_view(turn) for turn in trace.turns]
+    if row[REFINED.error] is not None:
+        return {**view, "s": "error", "e": row[REFINED.error], "o": list(row[REFINED.original] or [])}
     improved = any(turn.accepted_rounds for turn in trace.turns)
-    return {**view, "s": "improved" if improved else "unchanged", "t": [_turn_view(turn) for turn in trace.turns]}
+    return {**view, "s": "improved" if improved else "unchanged"}
 
 
 def _turn_view(turn: Turn) -> dict[str, Any]:

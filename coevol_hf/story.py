@@ -54,7 +54,7 @@ def explain(round_: Round) -> str:
     if round_.accepted:
         if not round_.judged:
             return "kept: this pipeline has no judge, so a usable edit replaces the response"
-        first, second = _pairs(round_)
+        first, second = round_.order_scores
         if first is None or second is None:
             read = "first" if second is not None else "second"  # new is read first in the new-first order
             return f"kept: only one verdict could be read, and it preferred the edit, which it had read {read}; one readable verdict decides alone ({_merged(round_.scores)})"
@@ -63,7 +63,7 @@ def explain(round_: Round) -> str:
         return f"kept: over both orders together the edit scored higher ({_merged(round_.scores)})"
     if round_.stop in _STOPS:
         return f"no edit kept: {_STOPS[round_.stop]}"
-    first, second = _pairs(round_)
+    first, second = round_.order_scores
     if first and second and winner(first) != winner(second) and "tie" not in (winner(first), winner(second)):
         read_first = winner(first) == "old"
         order = "first" if read_first else "second"
@@ -86,7 +86,7 @@ def pick_row(rows: Iterable[Mapping[str, Any]]) -> int | None:
         rounds = [r for turn in Trace.from_json(row[REFINED.trace]).turns for r in turn.rounds]
         rank = (
             any(r.accepted for r in rounds),
-            any(all(_pairs(r)) for r in rounds),
+            any(all(r.order_scores) for r in rounds),
             any(r.edit is not None for r in rounds),
             -sum(len(r.edit or "") + len(r.advice or "") for r in rounds),
         )
@@ -162,10 +162,6 @@ def _wrap(text: str, width: int, first: str, rest: str) -> str:
 def _shorten(text: str, limit: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1].rsplit(" ", 1)[0] + " …"
-
-
-def _pairs(round_: Round) -> tuple[Scores | None, Scores | None]:
-    return (round_.old_first and round_.old_first.scores), (round_.new_first and round_.new_first.scores)
 
 
 def _merged(scores: Scores | None) -> str:

@@ -77,9 +77,14 @@ class Round:
         return self.old_first is not None
 
     @property
+    def order_scores(self) -> tuple[Scores | None, Scores | None]:
+        """(old, new) scores of the old-first and the new-first verdict; None where not asked or unreadable."""
+        return (self.old_first and self.old_first.scores), (self.new_first and self.new_first.scores)
+
+    @property
     def orders_agree(self) -> bool:
         """Both verdicts were readable and named the same winner."""
-        first, second = (self.old_first and self.old_first.scores), (self.new_first and self.new_first.scores)
+        first, second = self.order_scores
         return bool(first and second and winner(first) == winner(second))
 
 

@@ -16,8 +16,9 @@ from .errors import RowError
 from .formats import REFINED, Format, read_row, write_row
 from .operator import MapOperator, run_info_of
 from .options import CoEvolOptions
-from .protocol import Interrupted, refine_conversation
+from .protocol import Interrupted, RefinedConversation, refine_conversation
 from .trace import Trace
+
 
 class CoEvol(MapOperator):
     """Refine the responses of a dataset with CoEvol: `ds.map(CoEvol(endpoint=...), batched=True)`.
@@ -66,38 +67,36 @@ class CoEvol(MapOperator):
         fmt = self._format(row)
         conversation = read_row(fmt, row, self.options.columns)
         refined = await refine_conversation(conversation, self.options, session)
-        trace = Trace(run_info_of(self.options, server), refined.turns, refined.usage)
-        return {
-            **write_row(fmt, row, self.options.columns, refined.responses),
-            REFINED.original: _true_originals(row, conversation.responses),
-            REFINED.rounds: [turn.accepted_rounds for turn in refined.turns],
-            REFINED.trace: trace.to_json(),
-            REFINED.error: None,
-            REFINED.model: server.identity,
-        }
+        return self._written(row, fmt, conversation.responses, refined, server, error=None)
 
     def failed_row(self, row: Mapping[str, Any], error: RowError, server: ServerInfo) -> dict[str, Any]:
         """The row as it was, and why; edits accepted before a call failed are kept, with their trace."""
         fmt = self._format(row)
-        columns = self.options.columns
         try:
-            originals = read_row(fmt, row, columns).responses
+            originals = read_row(fmt, row, self.options.columns).responses
         except RowError:
             originals = []
-        done = error.done if isinstance(error, Interrupted) and error.done.turns else None
-        if done is None:
-            target = columns.response_column(fmt)
-            written, rounds, trace = {target: row.get(target)}, [], None
-        else:
-            written = write_row(fmt, row, columns, done.responses + originals[len(done.turns) :])
-            rounds = [turn.accepted_rounds for turn in done.turns]
-            trace = Trace(run_info_of(self.options, server), done.turns, done.usage).to_json()
+        if isinstance(error, Interrupted) and error.done.turns:
+            return self._written(row, fmt, originals, error.done, server, error=error)
+        target = self.options.columns.response_column(fmt)
         return {
-            **written,
+            target: row.get(target),
             REFINED.original: _true_originals(row, originals),
-            REFINED.rounds: rounds,
-            REFINED.trace: trace,
+            REFINED.rounds: [],
+            REFINED.trace: None,
             REFINED.error: str(error),
+            REFINED.model: server.identity,
+        }
+
+    def _written(self, row: Mapping[str, Any], fmt: Format, originals: list[str], refined: RefinedConversation, server: ServerInfo, *, error: RowError | None) -> dict[str, Any]:
+        """The row with the turns `refined` did (the others as they were) and their record."""
+        responses = refined.responses + originals[len(refined.turns) :]
+        return {
+            **write_row(fmt, row, self.options.columns, responses),
+            REFINED.original: _true_originals(row, originals),
+            REFINED.rounds: [turn.accepted_rounds for turn in refined.turns],
+            REFINED.trace: Trace(run_info_of(self.options, server), refined.turns, refined.usage).to_json(),
+            REFINED.error: None if error is None else str(error),
             REFINED.model: server.identity,
         }
 
