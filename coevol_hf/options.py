@@ -218,7 +218,7 @@ class JudgeOptions:
 class CoEvolOptions(JudgeOptions):
     """The options of `CoEvol`."""
 
-    pipeline: Pipeline = option("coevol", "the full method, or one of the paper's one-pass baselines")
+    pipeline: Pipeline = option("coevol", "the full method, or one of the paper's one-pass baselines (no judge, no rounds: they ignore `max_rounds`, `judge_mode` and `structured_judge`)")
     max_rounds: int = option(3, "rounds per turn at most; refinement stops at the first rejected edit")
     columns: Columns | Mapping[str, str] | None = option(
         None,
@@ -233,6 +233,14 @@ class CoEvolOptions(JudgeOptions):
         _check_int("max_rounds", self.max_rounds, minimum=1)
         _check_choice("pipeline", self.pipeline, tuple(PIPELINES))
         _check_layout(self)
+
+    def output_options(self) -> dict[str, Any]:
+        """As for every operator, less the judge's and the rounds' options when the pipeline has neither."""
+        options = super().output_options()
+        if self.pipeline != "coevol":
+            for name in ("max_rounds", "judge_mode", "structured_judge"):
+                del options[name]
+        return options
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 MAX_SUGGESTIONS = 3
 _BULLET = re.compile(r"^\s*(?:[-*•+]\s+|\d+[.)]\s+|suggestion\s*\d*\s*[:.)-]\s*)", re.I)  # not "---", "1.5" or "**bold**"
+_HEADING = re.compile(r"^\s*(#+\s.*|\*\*[^*]+\*\*:?|.*:)\s*$")  # "### Style", "**Accuracy**", "Accuracy:"
 _NOTHING_TO_SUGGEST = re.compile(
     r"^(none|n/a|nothing( else)?( to (suggest|improve|change))?|no (further |other )?(suggestions?|changes?|improvements?)( are| is)?( needed| necessary| required)?)(\W*$|\s*[.:;]\s)", re.I
 )
@@ -206,25 +207,34 @@ def parse_suggestions(advice: str) -> list[str]:
     """At most three suggestions, without bullets or numbering.
 
     When the advice has a list, only its items count: a line before it ("Here are my
-    suggestions:") or after a blank line is not a suggestion, and a line right below an item
-    continues it. Without a list, every line is one. "None" or "No changes are needed" is no
-    suggestion, so nothing is edited.
+    suggestions:"), after a blank line or a heading ("**Accuracy**", "Style:") is not a
+    suggestion; a line right below an item continues it, and indented sub-items stay under it
+    (the first three items count, not the first three lines). Without a
+    list, every line is one. "None" or "No changes are needed" is no suggestion, so nothing is
+    edited.
     """
+    lines = advice.expandtabs(4).splitlines()
+    indents = [_indent(line) for line in lines if _BULLET.match(line)]
     items: list[str] = []
-    listed = any(_BULLET.match(line) for line in advice.splitlines())
     in_item = False
-    for line in advice.splitlines():
+    for line in lines:
         text = _BULLET.sub("", line).strip()
-        if not listed:
+        if not indents:
             items += [text] if text else []
-        elif _BULLET.match(line):
+        elif _BULLET.match(line) and _indent(line) <= min(indents):
             items.append(text)
             in_item = True
-        elif text and in_item:
+        elif text and in_item and _BULLET.match(line):
+            items[-1] += "\n  - " + text  # a sub-item stays one, under its item
+        elif text and in_item and not _HEADING.match(line):
             items[-1] += " " + text
         else:
             in_item = False
     return [item for item in items if re.search(r"\w", item) and not _NOTHING_TO_SUGGEST.match(item)][:MAX_SUGGESTIONS]
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
 
 
 def render_context(system: str | None, earlier: Sequence[tuple[str, str]]) -> str:

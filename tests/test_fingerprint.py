@@ -36,3 +36,12 @@ def test_a_temperature_written_as_an_integer_is_the_same_run() -> None:
 def test_the_token_is_not_in_what_is_hashed() -> None:
     state = CoEvol(model="m", token="hf_secret_value").fingerprint_state()
     assert "hf_secret_value" not in repr(state)
+
+
+def test_a_one_pass_pipeline_ignores_the_options_of_judged_rounds() -> None:
+    # No judge and no second round: changing them neither recomputes the map nor shows in the record.
+    base = CoEvol(model="m", pipeline="advise_edit")
+    for changed in ({"max_rounds": 1}, {"judge_mode": "score"}, {"structured_judge": False}):
+        assert Hasher.hash(CoEvol(model="m", pipeline="advise_edit", **changed)) == Hasher.hash(base), changed
+    assert not {"max_rounds", "judge_mode", "structured_judge"} & set(base.options.output_options())
+    assert Hasher.hash(CoEvol(model="m", pipeline="edit")) != Hasher.hash(base)

@@ -92,6 +92,13 @@ def test_a_cut_off_verdict_counts_only_with_complete_json() -> None:
         ("The answer is fine.\n\n---\n\nAdd a source.", ["The answer is fine.", "Add a source."]),
         ("1.5 litres is wrong; use 2 litres.\n\nAlso cite a source.", ["1.5 litres is wrong; use 2 litres.", "Also cite a source."]),
         ("**Suggestions for improvement:**\n\n1. **Clarity**: define X.\n2. Fix the date.\n3. Cite a source.", ["**Clarity**: define X.", "Fix the date.", "Cite a source."]),
+        # Sub-items stay under their item; headings between items are not suggestions nor part of one.
+        (
+            "1. Clarity:\n   - Define X.\n   - Add an example.\n2. Accuracy:\n\t- Fix the date.\n3. Cite a source.\n4. Shorten it.",
+            ["Clarity:\n  - Define X.\n  - Add an example.", "Accuracy:\n  - Fix the date.", "Cite a source."],
+        ),
+        ("**Clarity**\n- Define X.\n- Add an example.\n### Accuracy\n- Fix the date.", ["Define X.", "Add an example.", "Fix the date."]),
+        ("Style:\n  * Use shorter sentences.\nFacts:\n  * Fix the date.", ["Use shorter sentences.", "Fix the date."]),
     ],
 )
 def test_suggestions_are_the_advice_list_items(advice: str, expected: list[str]) -> None:
