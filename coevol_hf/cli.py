@@ -341,6 +341,7 @@ def _card(args: argparse.Namespace) -> int:
 
 def _load(source: str, split: str, limit: int | None) -> Any:
     from datasets import load_dataset
+    from datasets.exceptions import DatasetGenerationError
 
     path = Path(source)
     if path.exists():
@@ -353,6 +354,8 @@ def _load(source: str, split: str, limit: int | None) -> Any:
             dataset = load_dataset(builder, data_files=str(path), split="train")
         except StopIteration:  # what datasets' json reader raises for an empty file
             raise ValueError(f"{source} is empty: nothing to refine.") from None
+        except DatasetGenerationError as err:  # a malformed line: the reader's own words say where
+            raise ValueError(f"{source} cannot be read as {builder}: {err.__cause__ or err}") from err
     elif _names_a_file(source):
         raise FileNotFoundError(f"no such file: {source}")
     else:
@@ -362,10 +365,15 @@ def _load(source: str, split: str, limit: int | None) -> Any:
     return dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of rows, at least 1, not {text!r}")
-    return int(text)
+def _count_of(what: str) -> Callable[[str], int]:
+    """A flag's converter to a whole number of `what`, at least 1."""
+
+    def convert(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, at least 1, not {text!r}")
+        return int(text)
+
+    return convert
 
 
 def _names_a_file(source: str) -> bool:
@@ -457,13 +465,13 @@ def _parser() -> argparse.ArgumentParser:
     refine.add_argument("--token", help="token for the endpoint (default: $COEVOL_TOKEN)")
     add_arguments(refine, CoEvolOptions, skip=("endpoint", "token"))
     refine.add_argument("--split", default="train")
-    refine.add_argument("--limit", type=_positive, help="refine only the first N rows")
+    refine.add_argument("--limit", type=_count_of("rows"), help="refine only the first N rows")
     refine.add_argument("--jsonl", action="store_true", help="also write data.jsonl")
     refine.add_argument("--license", help="licence id for the card (default: the source dataset's, when known)")
-    refine.add_argument("--batch-size", type=int, default=1000)
-    refine.add_argument("--num-proc", type=int)
+    refine.add_argument("--batch-size", type=_count_of("rows"), default=1000)
+    refine.add_argument("--num-proc", type=_count_of("processes"))
     refine.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run on Ray Data: a local instance on 127.0.0.1, or the cluster at ADDRESS ('auto', 'ray://head:10001'); needs coevol-hf[ray]")
-    refine.add_argument("--ray-actors", type=int, default=2, help="with --ray: actors, each with its own connections, max_concurrency and request cache")
+    refine.add_argument("--ray-actors", type=_count_of("actors"), default=2, help="with --ray: actors, each with its own connections, max_concurrency and request cache")
     refine.add_argument("--retry-errors", action="store_true", help="refine again the rows recorded with coevol_error; the request cache answers the others")
     refine.set_defaults(run=_refine)
 

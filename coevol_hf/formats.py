@@ -201,7 +201,8 @@ def _read_turns(turns: Any, key: str, role_key: str, text_key: str, roles: Mappi
         raise RowError("input", f"column {key!r} must be a non-empty list of turns, got {_describe(turns)}")
     system, exchanges, pending_user = None, [], None
     for position, turn in enumerate(turns):
-        role = roles.get(turn.get(role_key)) if isinstance(turn, Mapping) else None
+        label = turn.get(role_key) if isinstance(turn, Mapping) else None
+        role = roles.get(label) if isinstance(label, str) else None
         if role is None:
             raise RowError(
                 "input",

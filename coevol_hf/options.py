@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import typing
 from pathlib import Path
@@ -178,8 +179,8 @@ class JudgeOptions:
         _check_int("max_retries", self.max_retries, minimum=0)
         for name in ("timeout", "retry_backoff"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ConfigError(f"{name} must be a finite positive number of seconds, not {value!r}.")
         if self.endpoint is not None:
             object.__setattr__(self, "endpoint", _endpoints(self.endpoint))
 

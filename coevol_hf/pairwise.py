@@ -56,7 +56,7 @@ class PairwiseJudge(MapOperator):
         options = self.options
         fmt = options.columns.detect(list(row), options.format, with_response=False)
         earlier, instruction = read_prompt(fmt, row, options.columns)
-        window = earlier.exchanges[len(earlier.exchanges) - options.context_turns :] if options.context_turns else ()
+        window = earlier.exchanges[max(0, len(earlier.exchanges) - options.context_turns) :]
         context = render_context(earlier.system, [(e.user, e.assistant) for e in window])
         a, b = read_answer(row, options.a), read_answer(row, options.b)
         chat = Metered(session, earlier, instruction)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pyarrow as pa
 
 from .cache import RequestCache
-from .errors import ConfigError
+from .errors import CoEvolError, ConfigError
 
 if TYPE_CHECKING:
     import ray.data
@@ -43,16 +43,17 @@ _NETWORK_FUSE = ("sshfs", "s3fs", "gcsfuse", "juicefs", "glusterfs", "ceph", "lu
 def connect(address: str | None = None, **init_kwargs: Any) -> None:
     """Join the Ray cluster at `address` ("auto": the one `ray start` made here), or start a local one.
 
-    A local instance listens on 127.0.0.1 only: Ray otherwise binds its services to every
-    interface. That choice is read when Ray is imported, so it holds only if Ray was not
-    imported before in this process.
+    A local instance is a new one even when `RAY_ADDRESS` or a `ray start` on this machine
+    names a cluster (Ray would join it), and it listens on 127.0.0.1 only: Ray otherwise binds
+    its services to every interface. That choice is read when Ray is imported, so it holds only
+    if Ray was not imported before in this process.
     """
     if address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         init_kwargs.setdefault("include_dashboard", False)
     ray = _import_ray()
     if not ray.is_initialized():
-        ray.init(address=address, **init_kwargs)
+        ray.init(address=address or "local", **init_kwargs)
 
 
 @dataclasses.dataclass
@@ -76,22 +77,35 @@ def refine_on_ray(
 
     The result is read back from Parquet into a file-backed `datasets.Dataset`, so everything
     that takes refined data (statistics, the card, `push_to_hub`) takes it. Call `connect` first.
-    `batch_size` is lowered so that every actor gets a batch.
+    `batch_size` is lowered so that every actor gets a batch. A coevol-hf error in an actor
+    (`on_error="raise"`, every endpoint down) is raised here as itself.
     """
+    for name, value in (("concurrency", concurrency), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a whole number >= 1, not {value!r}.")
     if len(dataset) == 0:
         return RayRun(dataset, (0, 0, 0), 0.0)  # as datasets does: no LLM call, no new column
     ray = _import_ray()
     operator.server  # a wrong or unreachable endpoint stops the job here, before any actor starts
+    operator.read_columns(dataset.column_names)  # and so do missing columns
     rows = len(dataset)
     batch_size = max(1, min(batch_size, math.ceil(rows / concurrency)))  # a batch for every actor
     table = dataset.with_format("arrow")[:]  # applies select()/shuffle(); no Hub lookup, unlike from_huggingface
     blocks = max(1, math.ceil(rows / batch_size))
     tally = ray.remote(num_cpus=0)(CallTally).remote()
     started = time.perf_counter()
-    with _ordered(), tempfile.TemporaryDirectory(prefix="coevol-ray-") as folder:
+    with _job_context(), tempfile.TemporaryDirectory(prefix="coevol-ray-") as folder:
         mapped = map_on_ray(ray.data.from_arrow(table, override_num_blocks=blocks), operator, concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus, tally=tally)
         path = Path(folder) / "data.parquet"
-        _write_parquet(mapped, path)
+        try:
+            _write_parquet(mapped, path)
+        except Exception as err:  # Ray's wrapper holds the actor's error as `cause`, its text a traceback
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, CoEvolError) and cause.args and isinstance(cause.args[0], str):
+                # Ray Data appends "\nFailed to apply UDF transform after 1/1 attempts ..." to the message.
+                cause.args = (cause.args[0].split("\nFailed to ", 1)[0], *cause.args[1:])
+                raise cause from None
+            raise
         seconds = time.perf_counter() - started
         from datasets import Dataset
 
@@ -115,8 +129,12 @@ def map_on_ray(
     Ray restarts a dead actor and retries its batch (its defaults for actor pools); the
     retry's answered calls come from that node's request cache. Rows keep their order only if
     `DataContext.get_current().execution_options.preserve_order` is set (`refine_on_ray` sets it).
+    Without `endpoint=`, the endpoint is read here, not on each node: an actor elsewhere would
+    read its own `COEVOL_ENDPOINT` (or call its own 127.0.0.1).
     """
     ray = _import_ray()
+    if operator.options.endpoint is None:
+        operator = type(operator).from_options(operator.options.replace({"endpoint": operator.options.connection().endpoints}))
     return dataset.map_batches(
         ArrowOperator,
         fn_constructor_kwargs={"operator": operator, "tally": tally},
@@ -225,15 +243,17 @@ def _write_parquet(dataset: ray.data.Dataset, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _ordered() -> Iterator[None]:
+def _job_context() -> Iterator[None]:
+    """Rows in their order, and an actor's error raised as itself (not as Ray's "UDF failed")."""
     from ray.data import DataContext
 
-    options = DataContext.get_current().execution_options
-    kept, options.preserve_order = options.preserve_order, True
+    context = DataContext.get_current()
+    kept = context.execution_options.preserve_order, context.raise_original_map_exception
+    context.execution_options.preserve_order = context.raise_original_map_exception = True
     try:
         yield
     finally:
-        options.preserve_order = kept
+        context.execution_options.preserve_order, context.raise_original_map_exception = kept
 
 
 def _import_ray() -> Any:

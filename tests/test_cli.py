@@ -369,6 +369,18 @@ def test_input_without_rows_is_refused_before_any_call(server: TGIServer, tmp_pa
     with pytest.raises(SystemExit):
         refine(empty, tmp_path / "out", server, "--limit", "0")
     assert last_error(capsys) == "coevol-hf refine: error: argument --limit: expected a whole number of rows, at least 1, not '0'"
+    for flag, what in (("--batch-size", "rows"), ("--num-proc", "processes"), ("--ray-actors", "actors")):
+        with pytest.raises(SystemExit):
+            refine(empty, tmp_path / "out", server, flag, "0")
+        assert last_error(capsys) == f"coevol-hf refine: error: argument {flag}: expected a whole number of {what}, at least 1, not '0'"
+    assert server.calls == [] and not (tmp_path / "out").exists()
+
+
+def test_a_malformed_file_is_one_error_line_before_any_call(server: TGIServer, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "outp\n')
+    assert refine(broken, tmp_path / "out", server) == 1  # returned: nothing raised out of main
+    assert last_error(capsys).startswith(f"coevol-hf refine: {broken} cannot be read as json: JSON parse error")
     assert server.calls == [] and not (tmp_path / "out").exists()
 
 

@@ -67,6 +67,7 @@ def test_messages_keep_extra_keys() -> None:
         ([{"role": "user", "content": "q"}, {"role": "user", "content": "q"}], "two user turns"),
         ([{"role": "user", "content": "q"}, {"role": "system", "content": "s"}], "may only come first"),
         ([{"role": "robot", "content": "q"}], "must have 'role'"),
+        ([{"role": {"name": "user"}, "content": "q"}], "must have 'role'"),  # not hashable: a row error all the same
         ([{"role": "user", "content": "q"}, {"role": "assistant", "content": 3}], "must be a string"),
         ([{"role": "user", "content": "q"}], "no assistant turn"),
     ],

@@ -16,6 +16,8 @@ from coevol_hf import CoEvol, ConfigError, Prompts
         ({"chat_template": "{{ x }}"}, "only used with api='generate'"),
         ({"endpoint": "gpu-box:8080"}, "must be an http:// or https:// URL"),
         ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
+        ({"timeout": float("nan")}, "timeout must be a finite positive number of seconds, not nan"),
+        ({"retry_backoff": float("inf")}, "retry_backoff must be a finite positive number of seconds, not inf"),
         ({"format": "jsonl"}, "format must be 'auto' or one of"),
         ({"columns": {"answer": "x"}}, r"Unknown column role\(s\) \['answer'\]"),
         ({"prompts": {"judge": "x"}}, r"Unknown prompt template\(s\) \['judge'\]"),

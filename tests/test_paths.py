@@ -150,6 +150,18 @@ def test_pairwise_judge_reads_conversations(server: TGIServer) -> None:
     assert out["judge_winner"] == ["b"]
 
 
+def test_pairwise_judge_sees_every_earlier_exchange_within_context_turns(server: TGIServer) -> None:
+    turns = [("Q1?", "A1."), ("Q2?", "A2.")]
+    messages = [m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    row = {"messages": [*messages, {"role": "user", "content": "Q3?"}], "a": "Yes.", "b": "No."}
+    for context_turns, seen in ((3, ["Q1?", "Q2?"]), (1, ["Q2?"]), (0, [])):
+        server.calls.clear()
+        Dataset.from_list([row]).map(PairwiseJudge(a="a", b="b", context_turns=context_turns, endpoint=server.url), batched=True)
+        assert len(server.calls) == 2
+        for call in server.calls:
+            assert [q for q, _ in turns if f"User: {q}" in call.task] == seen, context_turns
+
+
 def test_pairwise_judge_on_the_fastchat_sample(server: TGIServer) -> None:
     server.script = prefer_longer
     rows = [{**row, "a": "x" * 40, "b": "y"} for row in sharegpt_rows()[:3]]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from datasets import Dataset, load_dataset
 from tgi_server import TGIServer
 
 from coevol_hf import CoEvol, ConfigError, PairwiseJudge
+from coevol_hf.errors import RowError
 from coevol_hf.card import build_card, split_stats
 from coevol_hf.ray import check_local_disk, connect, map_on_ray, refine_on_ray
 
@@ -139,6 +142,34 @@ def test_refine_on_ray_gives_the_datasets_rows_typed_and_counted(ray_local: Any,
     loaded = load_dataset("parquet", data_files=str(tmp_path / "parquet" / "*.parquet"), split="train", cache_dir=str(tmp_path / "hf"))
     assert sorted(loaded.to_list(), key=lambda row: row["row"]) == expected
     assert server.calls == []
+
+
+def test_the_endpoint_is_read_where_the_job_starts(ray_local: Any, server: TGIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ray's workers keep the environment of ray.init: without the driver's COEVOL_ENDPOINT they
+    # would call 127.0.0.1:8080, where nothing answers (on a cluster: whatever that node runs).
+    monkeypatch.setenv("COEVOL_ENDPOINT", server.url)
+    run = refine_on_ray(Dataset.from_list(alpaca_rows(2)), CoEvol(max_rounds=1, cache_dir=str(tmp_path / "cache")), concurrency=2, batch_size=1)
+    assert run.dataset["coevol_error"] == [None, None] and len(server.calls) == 2 * 8
+
+
+def test_an_actors_error_reaches_the_caller_as_itself(ray_local: Any, server: TGIServer, tmp_path: Path) -> None:
+    rows = alpaca_rows(3)
+    rows[2]["output"] = ""
+    refiner = CoEvol(endpoint=server.url, max_rounds=1, on_error="raise", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(RowError) as raised:
+        refine_on_ray(Dataset.from_list(rows), refiner, concurrency=1, batch_size=3)
+    assert str(raised.value).startswith("input: column 'output' must be a non-empty string") and "\n" not in str(raised.value)
+    with pytest.raises(ConfigError, match=r"concurrency must be a whole number >= 1, not 0"):
+        refine_on_ray(Dataset.from_list(rows), refiner, concurrency=0)
+
+
+def test_a_local_instance_is_new_even_where_ray_address_names_a_cluster(tmp_path: Path) -> None:
+    # Ray would otherwise join the cluster RAY_ADDRESS (or a `ray start` here) names.
+    code = "from coevol_hf.ray import connect\nimport ray\nconnect(num_cpus=1)\nprint([n['NodeManagerAddress'] for n in ray.nodes()])\nray.shutdown()"
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "HF_HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "['127.0.0.1']"
 
 
 class DiesAfterItsBatch(CoEvol):
