@@ -11,12 +11,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Mapping, Sequence
 
-from .errors import InputFormatError, RowError
+from .errors import ConfigError, InputFormatError, RowError
 
 Format = Literal["alpaca", "sharegpt", "messages"]
 FORMATS: tuple[Format, ...] = ("alpaca", "sharegpt", "messages")
 Layout = Literal["auto", "alpaca", "sharegpt", "messages"]  # the `format=` option: a format, or detect it
 
+_ROLES: Mapping[Format, frozenset[str]] = {
+    "alpaca": frozenset({"instruction", "input", "output"}),
+    "sharegpt": frozenset({"conversations"}),
+    "messages": frozenset({"messages"}),
+}
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 
@@ -31,12 +36,26 @@ class Columns:
     conversations: str = "conversations"
     messages: str = "messages"
 
+    def __post_init__(self) -> None:
+        for role, name in dataclasses.asdict(self).items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"columns= must map {role!r} to a column name, not {name!r}.")
+        alpaca = (self.instruction, self.input, self.output)
+        if len(set(alpaca)) < len(alpaca):
+            raise ConfigError(f"columns= gives instruction, input and output the names {list(alpaca)}: each needs a column of its own.")
+
+    def named(self) -> dict[str, str]:
+        """The roles the user gave a name other than the default one."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != f.default}
+
     def detect(self, column_names: Sequence[str], layout: Layout = "auto", *, with_response: bool = True) -> Format:
         """The layout of a dataset with these columns; raises before any request if none fits.
 
-        `"auto"` picks it from the column names: `conversations` (ShareGPT), then `messages`,
-        then `instruction` + `output` (Alpaca). `with_response=False` reads prompts only (a
-        pairwise judge): Alpaca needs no `output`.
+        `"auto"` picks it from the column names: a layout whose columns the user named first,
+        then `conversations` (ShareGPT), `messages`, `instruction` + `output` (Alpaca). A column
+        the user named must exist, optional `input` included (a misspelt name would otherwise
+        refine every row without it). `with_response=False` reads prompts only (a pairwise
+        judge): Alpaca needs no `output`.
         """
         present = set(column_names)
         required: dict[Format, tuple[str, ...]] = {
@@ -44,6 +63,7 @@ class Columns:
             "messages": (self.messages,),
             "alpaca": (self.instruction, self.output) if with_response else (self.instruction,),
         }
+        named = self.named()
         if layout != "auto":
             missing = [c for c in required[layout] if c not in present]
             if missing:
@@ -51,10 +71,14 @@ class Columns:
                     f"format={layout!r} needs column(s) {missing}, but the dataset has {sorted(present)}. "
                     "Map your column names with columns={...}."
                 )
+        else:
+            order = sorted(("sharegpt", "messages", "alpaca"), key=lambda fmt: not named.keys() & _ROLES[fmt])
+            layout = next((fmt for fmt in order if all(c in present for c in required[fmt])), "auto")
+        if layout != "auto":
+            absent = [f"{role}={name!r}" for role, name in named.items() if role in _ROLES[layout] and name not in present and (with_response or role != "output")]
+            if absent:
+                raise InputFormatError(f"columns= names {', '.join(absent)}, but the dataset has no such column; it has {sorted(present)}.")
             return layout
-        for fmt in ("sharegpt", "messages", "alpaca"):
-            if all(c in present for c in required[fmt]):
-                return fmt
         raise InputFormatError(
             f"No column layout coevol-hf can refine in {sorted(present)}. Accepted: "
             f"Alpaca ({self.instruction!r}, optional {self.input!r}, {self.output!r}); "

@@ -3,7 +3,7 @@
 import pytest
 from conftest import alpaca_rows, mt_bench_conversations, sharegpt_rows
 
-from coevol_hf import Columns, InputFormatError
+from coevol_hf import Columns, ConfigError, InputFormatError
 from coevol_hf.errors import RowError
 from coevol_hf.formats import read_row, write_row
 
@@ -82,3 +82,20 @@ def test_trailing_user_turn_is_kept_unrefined() -> None:
     row = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "thanks"}]}
     assert read_row("messages", row, Columns()).responses == ["a"]
     assert write_row("messages", row, Columns(), ["b"])["messages"][2] == {"role": "user", "content": "thanks"}
+
+
+def test_a_layout_whose_columns_the_user_named_comes_first() -> None:
+    # OpenAI-style messages stored in a column called "conversations" (ShareGPT's default name).
+    assert Columns(messages="conversations").detect(["conversations"]) == "messages"
+    assert Columns(instruction="prompt", output="completion").detect(["prompt", "completion", "messages"]) == "alpaca"
+    assert Columns().detect(["instruction", "output", "messages"]) == "messages"  # no mapping: the usual order
+
+
+def test_a_named_column_must_exist_and_names_must_be_usable() -> None:
+    with pytest.raises(InputFormatError, match=r"columns= names input='contxt', but the dataset has no such column; it has \['input', 'instruction', 'output'\]"):
+        Columns(input="contxt").detect(["instruction", "input", "output"])
+    assert Columns(output="answer").detect(["instruction"], with_response=False) == "alpaca"  # a judge reads no output
+    with pytest.raises(ConfigError, match=r"gives instruction, input and output the names \['text', 'input', 'text'\]"):
+        Columns(instruction="text", output="text")
+    with pytest.raises(ConfigError, match=r"must map 'output' to a column name, not ''"):
+        Columns(output="")

@@ -150,6 +150,16 @@ def test_pairwise_judge_reads_conversations(server: TGIServer) -> None:
     assert out["judge_winner"] == ["b"]
 
 
+def test_a_column_mapping_is_followed_and_checked_before_any_call(server: TGIServer) -> None:
+    rows = [{"conversations": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue."}]}]
+    out = Dataset.from_list(rows).map(CoEvol(endpoint=server.url, max_rounds=1, columns={"messages": "conversations"}), batched=True)
+    assert out["coevol_error"] == [None] and out["conversations"][0][1]["content"] == "Blue. [edited]"
+    server.calls.clear()
+    with pytest.raises(ConfigError, match=r"columns= names input='contxt'"):
+        Dataset.from_list(alpaca_rows(2)).map(CoEvol(endpoint=server.url, columns={"input": "contxt"}), batched=True)
+    assert server.calls == []
+
+
 def test_pairwise_judge_sees_every_earlier_exchange_within_context_turns(server: TGIServer) -> None:
     turns = [("Q1?", "A1."), ("Q2?", "A2.")]
     messages = [m for q, a in turns for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
