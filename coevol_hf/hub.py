@@ -49,7 +49,8 @@ def push_to_hub(
     (`coevol_config.json`, loaded or its path); one that did not make this data is refused before
     anything is uploaded. `source` is the dataset that was refined: a Hub id links it and lends its licence
     and language to the card; a local file is named by its file name only. Text the repo's card
-    has outside the coevol-hf markers is kept, unless `replace_card`.
+    has outside the coevol-hf markers is kept, unless `replace_card`. `private=True` makes a new
+    repo private and refuses an existing public one before uploading anything.
     """
     all_splits = dict(dataset) if isinstance(dataset, DatasetDict) else {"train": dataset}
     splits = splits_with_rows(all_splits)
@@ -74,6 +75,8 @@ def push_to_hub(
 
     try:
         render(_file_at(api, repo_id, README, None))  # fail before uploading
+        if private:
+            _refuse_public(api, repo_id)
         dataset.push_to_hub(repo_id, private=private, token=token, commit_message=commit_message)
     except HfHubHTTPError as err:
         raise _publish_error(repo_id, err) from None
@@ -110,6 +113,20 @@ def source_card(source: str, token: str | None) -> Any:
         return DatasetCard.load(source, repo_type="dataset", token=token).data
     except (EntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, httpx2.TransportError, ValueError):
         return None
+
+
+def _refuse_public(api: HfApi, repo_id: str) -> None:
+    """`private=True` makes a new repo private; an existing public repo would stay public (`datasets`
+    sets visibility only when it creates the repo), so the data would be published to everyone."""
+    try:
+        info = api.repo_info(repo_id, repo_type="dataset")
+    except RepositoryNotFoundError:
+        return
+    if not info.private:
+        raise PublishError(
+            f"{repo_id} exists and is public, so private=True would publish this data to everyone: nothing was "
+            "uploaded. Make the repo private on the Hub (its settings), push to a new repo, or push without private."
+        )
 
 
 def _file_at(api: HfApi, repo_id: str, path: str, revision: str | None) -> bytes | None:

@@ -167,6 +167,19 @@ for repo_id in ("me/private", "me/public"):
     assert anonymous == ((401, "RepoNotFound"), (200, None))
 
 
+def test_private_push_to_an_existing_public_repo_uploads_nothing(refined_dir: Path) -> None:
+    with HubServer() as hub:
+        hub.create("me/refined", {"README.md": b"# Someone's public dataset\n"})
+        result = push(refined_dir, "me/refined", hub, "--private")
+        repo = hub.repos["me/refined"]
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "coevol-hf push: me/refined exists and is public, so private=True would publish this data to everyone: nothing was "
+        "uploaded. Make the repo private on the Hub (its settings), push to a new repo, or push without private."
+    )
+    assert set(repo.files) == {"README.md"} and repo.private is False
+
+
 def test_existing_card_metadata_survives(refined_dir: Path) -> None:
     with HubServer(token=TOKEN) as hub:
         hub.create("me/refined", {"README.md": b"---\nlicense: apache-2.0\ntags:\n- my-own-tag\nlanguage:\n- en\n---\n# An older card\n"})
