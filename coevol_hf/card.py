@@ -86,6 +86,24 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
     configuration, or that file's path) must be one of these runs (else ValueError, before
     anything is uploaded); it can only add to what the data says.
     """
+    runs, models = recorded_runs(splits)
+    if refiner is None:
+        if not runs:
+            raise ValueError("No row of the data was refined (every coevol_trace is null), so nothing in it says how it was made: pass refiner=.")
+        return runs
+    if isinstance(refiner, (str, PurePath)):
+        refiner = json.loads(Path(refiner).read_text(encoding="utf-8"))
+    config = _plain(refiner if isinstance(refiner, Mapping) else refiner.run_config())
+    if "runs" in config:
+        raise ValueError(
+            "refiner= describes one run, and this run configuration holds several (`runs`): pass one of them, "
+            "or none (each row's trace says how it was made)."
+        )
+    return _with_config(runs, config, models | {run.info.model for run in runs})
+
+
+def recorded_runs(splits: Mapping[str, Any]) -> tuple[list[DataRun], set[str]]:
+    """The runs the rows' traces record (none if no row has a trace), and the models the rows name."""
     infos: dict[str, RunInfo] = {}
     keys: dict[str, str] = {}  # a run's JSON text as the traces carry it -> its canonical key
     rows: collections.Counter[str] = collections.Counter()
@@ -106,20 +124,7 @@ def read_runs(splits: Mapping[str, Any], refiner: Refiner | Mapping[str, Any] | 
                     key = keys[run_text] = json.dumps(info.to_dict(), sort_keys=True)
                     infos.setdefault(key, info)
                 rows[key] += 1
-    runs = [DataRun(info, rows[key], _known_prompts(info, [])) for key, info in infos.items()]
-    if refiner is None:
-        if not runs:
-            raise ValueError("No row of the data was refined (every coevol_trace is null), so nothing in it says how it was made: pass refiner=.")
-        return runs
-    if isinstance(refiner, (str, PurePath)):
-        refiner = json.loads(Path(refiner).read_text(encoding="utf-8"))
-    config = _plain(refiner if isinstance(refiner, Mapping) else refiner.run_config())
-    if "runs" in config:
-        raise ValueError(
-            "refiner= describes one run, and this run configuration holds several (`runs`): pass one of them, "
-            "or none (each row's trace says how it was made)."
-        )
-    return _with_config(runs, config, models | {run.info.model for run in runs})
+    return [DataRun(info, rows[key], _known_prompts(info, [])) for key, info in infos.items()], models
 
 
 def _with_config(runs: list[DataRun], config: Mapping[str, Any], models: set[str]) -> list[DataRun]:

@@ -117,14 +117,18 @@ def _write(refined: Any, transform: Any, args: argparse.Namespace, folder: Outpu
 
     `calls`: (requests sent, cache hits, misses) when another engine counted them (Ray).
     """
-    from .card import CONFIG_FILE, build_card, split_stats
+    from .card import CONFIG_FILE, build_card, recorded_runs, split_stats
     from .hub import source_card
     from .report import REPORT_FILE, report
     from .stats import format_stats
 
     source = _public_source(args.input)
-    run = {**transform.run_config(), "source": source, "split": args.split, "license": args.license, "command": _command(args)}
     splits = {_split_name(args.split): refined}
+    # The run the rows record made them (a result from the datasets cache: an earlier server
+    # version, and no server needed); the operator says it only when no row got a trace.
+    recorded, _ = recorded_runs(splits)
+    made_by = recorded[0].config() if len(recorded) == 1 else transform.run_config()
+    run = {**made_by, "source": source, "split": args.split, "license": args.license, "command": _command(args)}
     stats = split_stats(splits)
     card = build_card(splits, run, source=source, source_card=source_card(args.input, None), license=args.license, reproduce=_reproduce(run), stats=stats)
     written = {DATA_FILE: lambda path: refined.to_parquet(str(path))}

@@ -245,6 +245,18 @@ def test_a_cached_rerun_says_it_made_no_call(server: TGIServer, source: Path, tm
     assert server.calls == [] and server.metadata_requests == ["/info"]
 
 
+def test_a_cached_rerun_with_model_needs_no_server(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # --model names what must answer, so hashing asks nothing; the run's record comes from the rows.
+    with TGIServer() as server:
+        assert refine(source, tmp_path / "first", server, "--model", "test-org/test-model") == 0
+    capsys.readouterr()
+    assert refine(source, tmp_path / "second", server, "--model", "test-org/test-model") == 0  # the server is gone
+    assert "result loaded from the datasets cache: no LLM call was made" in capsys.readouterr().out
+    first, second = (json.loads((tmp_path / name / "coevol_config.json").read_text()) for name in ("first", "second"))
+    assert {**second, "command": None} == {**first, "command": None}  # the commands differ in -o only
+    assert second["model"] == "test-org/test-model@0123abcd" and second["server"] == first["server"]
+
+
 def test_a_run_that_sends_nothing_is_not_taken_for_a_cached_one(server: TGIServer, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     unusable = tmp_path / "empty_outputs.jsonl"
     unusable.write_text("".join(json.dumps({**row, "output": ""}) + "\n" for row in alpaca_rows(2)))
