@@ -28,7 +28,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, get_token
 from . import __version__
 from .client.server import is_hf_api_host
 from .formats import REFINED, splits_with_rows
-from .options import CoEvolOptions
+from .options import PIPELINES, CoEvolOptions
 from .stats import RunStats, cached_share, compute_stats
 from .trace import RunInfo, Trace, prompts_digest, run_json
 
@@ -218,6 +218,7 @@ def build_card(
     block = template.substitute(
         pretty_name=data.pretty_name,
         source=f"[{source}](https://huggingface.co/datasets/{source})" if hub_source else (f"`{PurePath(source).name}`" if source else "not recorded"),
+        method=_method(runs),
         runs=_runs_section(runs),
         stats=_stats_lines(stats),
         example=_example_section(splits),
@@ -226,6 +227,16 @@ def build_card(
     card.data = data
     card.text = "\n" + block if replace_card else card_text(card.text, block)
     return card
+
+
+def _method(runs: Sequence[DataRun]) -> str:
+    """What made the rows: the full method, or the paper's one-pass baselines the runs used."""
+    paper = "[CoEvol](https://arxiv.org/abs/2406.07054)"
+    pipelines = list(dict.fromkeys(run.info.options.get("pipeline", "coevol") for run in runs))
+    if pipelines in ([], ["coevol"]):
+        return f"{paper} (a two-stage debate, an advisor, an editor and a judge that compares old and new in both orders)"
+    described = "; ".join(f"`{name}`: {PIPELINES.get(name, 'unknown')}" for name in pipelines)
+    return f"the pipelines of the {paper} paper ({described})"
 
 
 def card_text(existing: str, block: str) -> str:
@@ -385,9 +396,15 @@ def _run_lines(run: DataRun, where: str) -> str:
             "",
             "| option | value |",
             "| --- | --- |",
-            *(f"| `{k}` | `{json.dumps(v)}` |" for k, v in options.items() if k not in ("prompts", "columns")),
+            *(f"| `{k}` | `{_cell(json.dumps(v))}` |" for k, v in options.items() if k not in ("prompts", "columns")),
         ]
     )
+
+
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell, which ends at any unescaped "|", even inside code
+    (chat templates hold "<|im_start|>")."""
+    return text.replace("|", "\\|")
 
 
 def _prompts_note(run: DataRun) -> str:

@@ -32,7 +32,7 @@ OnError = Literal["record", "raise"]
 Pipeline = Literal["coevol", "debate_advise_edit", "advise_edit", "advise_edit_blind", "edit"]
 # The full method and the paper's ablations, each a single pass without a judge:
 PIPELINES: Mapping[str, str] = {
-    "coevol": "debate, advise, edit, judge in both orders; repeat while the edit wins (the default)",
+    "coevol": "debate, advise, edit, judge in both orders; repeat while the edit wins",
     "debate_advise_edit": "two-stage debate, advisor, editor; one pass, no judge",
     "advise_edit": "advisor sees the instruction and the response, then the editor revises it",
     "advise_edit_blind": "advisor sees only the instruction, then the editor revises the response",

@@ -130,7 +130,7 @@ async def _single_pass(chat: Chat, options: CoEvolOptions, fields: dict[str, str
     prompts = options.prompts
     if options.pipeline == "edit":
         reply = await chat(ask(prompts, "editor", "editor_write_task", fields))
-        draft = _with_edit(Round(1), reply, response=None)
+        draft = _with_edit(Round(1), reply, response=response)
     elif options.pipeline == "advise_edit_blind":
         draft = await _advise_and_edit(chat, prompts, fields, response, "advisor_blind_task", {}, Round(1))
     elif options.pipeline == "advise_edit":
@@ -174,12 +174,14 @@ async def _advise_and_edit(chat: Chat, prompts: Prompts, fields: dict[str, str],
     return _with_edit(draft, reply, response=response)
 
 
-def _with_edit(draft: Round, reply: Reply, *, response: str | None) -> Round:
+def _with_edit(draft: Round, reply: Reply, *, response: str) -> Round:
     """The editor's answer in the round: a cut-off or empty edit, or no change, stops the turn."""
     edit = reply.text.strip()
     if reply.cut_off:
         stop = "edit_cut_off"
-    elif not edit or (response is not None and edit == response.strip()):
+    elif not edit:
+        stop = "empty_edit"
+    elif edit == response.strip():  # also for "edit": a new answer that is the old one changes nothing
         stop = "no_change"
     else:
         stop = None

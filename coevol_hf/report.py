@@ -12,6 +12,7 @@ escapes `<`, `>` and `&` so that no text can close its `<script>` element.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import html
@@ -37,6 +38,7 @@ _GREEN, _GREY, _RED, _BLUE, _AMBER = "#2e7d32", "#9e9e9e", "#c62828", "#1565c0",
 class _Figures:
     """What the charts show, beyond `RunStats`: rounds by how the two verdicts related, lengths per turn."""
 
+    rows_by_status: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)  # improved, unchanged, error
     orders_agree: int = 0
     orders_disagree: int = 0
     first_read_won: int = 0  # of the disagreements: the judge preferred the answer it read first both times
@@ -68,18 +70,20 @@ def report(dataset: Any, path: str | Path, *, title: str | None = None) -> Path:
     rows: list[Mapping[str, Any]] = []
     views: list[dict[str, Any]] = []
     figures = _Figures()
-    run: RunInfo | None = None
+    runs: dict[str, tuple[RunInfo, int]] = {}  # by the run's JSON text, in order of their first row
     for split, data in splits:
         for index, row in enumerate(_iter_rows(data)):
             rows.append(row)
             trace = Trace.from_json(row[REFINED.trace]) if row[REFINED.trace] is not None else None
             if trace is not None:  # rows stopped by an error count with the rounds they did, as in the stats
-                run = run or trace.run
+                run, count = runs.get(trace.run.json_text, (trace.run, 0))
+                runs[trace.run.json_text] = run, count + 1
                 for turn in trace.turns:
                     figures.add_turn(turn)
             views.append(_row_view(index, split, row, trace))
+            figures.rows_by_status[views[-1]["s"]] += 1
     stats = compute_stats(rows)
-    page = _page(title or f"CoEvol report: {stats.rows} rows", stats, figures, run, views)
+    page = _page(title or f"CoEvol report: {stats.rows} rows", stats, figures, list(runs.values()), views)
     target = Path(path)
     target.write_text(page, encoding="utf-8")
     return target
@@ -202,9 +206,12 @@ def _histogram(lengths: Sequence[int]) -> list[int]:
 
 
 def _figures_html(stats: RunStats, figures: _Figures) -> str:
-    errored = sum(stats.errors_by_kind.values())
+    by_status = figures.rows_by_status
     share = f" ({stats.rows_improved / stats.rows:.0%})" if stats.rows else ""
-    rows_chart = _bars([("improved", stats.rows_improved, _GREEN), ("unchanged", stats.rows - stats.rows_improved - errored, _GREY), ("errored", errored, _RED)])
+    stopped = stats.rows_improved - by_status["improved"]
+    if stopped:
+        share += f", {stopped:,} of them stopped by an error after an accepted edit"
+    rows_chart = _bars([("improved", by_status["improved"], _GREEN), ("unchanged", by_status["unchanged"], _GREY), ("errored", by_status["error"], _RED)])
     edits = [(f"{_plural(k, 'accepted edit')}", v, _GREEN if k else _GREY) for k, v in stats.rounds_histogram.items()]
     judge = [("orders agree", figures.orders_agree, _GREEN), ("orders disagree", figures.orders_disagree, _AMBER), ("not both readable", figures.not_both_readable, _RED)]
     position = (
@@ -223,32 +230,41 @@ def _figures_html(stats: RunStats, figures: _Figures) -> str:
     return "".join(f'<div class="figure"><h3>{html.escape(name)}</h3><p>{html.escape(text)}</p>{chart}</div>' for name, text, chart in boxes)
 
 
-def _run_html(stats: RunStats, run: RunInfo | None) -> str:
-    """How the data was made, from the first refined row's trace."""
-    if run is None:
+def _run_html(stats: RunStats, runs: list[tuple[RunInfo, int]]) -> str:
+    """How the data was made, from the rows' traces: each run the rows record, with its row count."""
+    if not runs:
         return "<p>No row was refined.</p>"
-    settings = [("model", run.model), ("coevol-hf", f"{run.coevol_hf_version} ({run.implementation[:12]})"), ("prompt templates", f"sha256 {run.prompts_sha256[:12]}")]
-    settings += [(name, json.dumps(value)) for name, value in run.options.items() if not isinstance(value, (Mapping, list))]
-    settings += [("LLM calls", f"{stats.llm_calls:,}"), ("tokens (prompt, completion)", f"{stats.prompt_tokens:,}, {stats.completion_tokens:,}")]
-    settings += [("prompt tokens from the server's prefix cache", f"{stats.cached_tokens:,} ({cached_share(stats)})")]
+    totals = [("LLM calls", f"{stats.llm_calls:,}"), ("tokens (prompt, completion)", f"{stats.prompt_tokens:,}, {stats.completion_tokens:,}")]
+    totals += [("prompt tokens from the server's prefix cache", f"{stats.cached_tokens:,} ({cached_share(stats)})")]
+    blocks = []
+    for number, (run, rows) in enumerate(runs, 1):
+        settings = [("model", run.model), ("coevol-hf", run.implementation.removeprefix("coevol-hf ")), ("prompt templates", f"sha256 {run.prompts_sha256[:12]}")]
+        settings += [(name, json.dumps(value)) for name, value in run.options.items() if not isinstance(value, (Mapping, list))]
+        summary = "How this data was made" if len(runs) == 1 else f"How this data was made: run {number} of {len(runs)}, {rows:,} rows"
+        blocks.append(_details(summary, settings + totals if len(runs) == 1 else settings))
+    if len(runs) > 1:
+        blocks.append(_details("All runs together", totals))
+    return "".join(blocks)
+
+
+def _details(summary: str, settings: list[tuple[str, str]]) -> str:
     cells = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>" for name, value in settings)
-    return f'<details class="run"><summary>How this data was made</summary><table>{cells}</table></details>'
+    return f'<details class="run"><summary>{html.escape(summary)}</summary><table>{cells}</table></details>'
 
 
 # -- the page ---------------------------------------------------------------------------------
 
 
-def _page(title: str, stats: RunStats, figures: _Figures, run: RunInfo | None, views: list[dict[str, Any]]) -> str:
-    counts = {"all": stats.rows, "improved": stats.rows_improved, "errored": sum(stats.errors_by_kind.values())}
-    counts["unchanged"] = stats.rows - counts["improved"] - counts["errored"]
+def _page(title: str, stats: RunStats, figures: _Figures, runs: list[tuple[RunInfo, int]], views: list[dict[str, Any]]) -> str:
+    counts = {"all": stats.rows, **figures.rows_by_status}
     buttons = "".join(
-        f'<button type="button" data-status="{status}"{" aria-pressed=true" if status == "all" else ""}>{label} ({counts[key]:,})</button>'
-        for status, key, label in (("all", "all", "all"), ("improved", "improved", "improved"), ("unchanged", "unchanged", "unchanged"), ("error", "errored", "errored"))
+        f'<button type="button" data-status="{status}"{" aria-pressed=true" if status == "all" else ""}>{label} ({counts.get(status, 0):,})</button>'
+        for status, label in (("all", "all"), ("improved", "improved"), ("unchanged", "unchanged"), ("error", "errored"))
     )
     blob = json.dumps(views, ensure_ascii=False, separators=(",", ":")).replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     head, tail = _TEMPLATE.split("{{body}}")
     body = (
-        f"<h1>{html.escape(title)}</h1>\n<section class=\"figures\">{_figures_html(stats, figures)}</section>\n{_run_html(stats, run)}\n"
+        f"<h1>{html.escape(title)}</h1>\n<section class=\"figures\">{_figures_html(stats, figures)}</section>\n{_run_html(stats, runs)}\n"
         + _CONTROLS.replace("{{buttons}}", buttons)
         + f'<script type="application/json" id="coevol-rows">{blob}</script>\n'
         + f"<script>{_SCRIPT.replace('{{page_size}}', str(PAGE_SIZE))}</script>"
@@ -422,7 +438,7 @@ function card(row) {
     article.append(el("p", "error-text", row.e));
     const done = row.t || [];
     done.forEach((turn, n) => article.append(turnSection(turn, n + 1, row.o.length)));
-    row.o.slice(done.length).forEach((text, n) => article.append(el("h4", null, "Response " + (done.length + n + 1) + " (left as it was)"), el("div", "text", text)));
+    row.o.slice(done.length).forEach((text, n) => article.append(el("h4", null, "Response " + (done.length + n + 1) + " (original; this run did not refine it)"), el("div", "text", text)));
   } else {
     row.t.forEach((turn, n) => article.append(turnSection(turn, n + 1, row.t.length)));
   }

@@ -22,6 +22,7 @@ _LONG = 400  # characters kept of a response or an edit
 _STOPS = {
     "no_suggestions": "the advisor made no suggestion, so there was nothing to edit",
     "no_change": "the editor returned the answer unchanged",
+    "empty_edit": "the editor's answer was empty",
     "edit_cut_off": "the editor's answer was cut at max_new_tokens, and CoEvol never keeps a cut-off edit",
     "unreadable_verdicts": "neither verdict of the judge could be read, so there was no decision and the answer stayed",
 }
@@ -67,6 +68,9 @@ def explain(round_: Round) -> str:
     if first and second and winner(first) != winner(second) and "tie" not in (winner(first), winner(second)):
         read_first = winner(first) == "old"
         order = "first" if read_first else "second"
+        merged = round_.scores
+        if merged is not None and merged[0] > merged[1]:  # score mode: one order's margin outweighs the other's
+            return f"rejected: the judge preferred whichever answer it read {order}, and over both orders together the old answer scored higher ({_merged(merged)})"
         return f"rejected: the judge preferred whichever answer it read {order}, so the two orders cancelled; {_KEEP_RULE}"
     if first is None or second is None:
         one = first or second
@@ -117,7 +121,7 @@ def story(rows: Any, *, width: int = WIDTH) -> str:
     index = pick_row(rows)
     if index is None:
         return "No row could be refined: see coevol_error."
-    return f"One row's story (row {index + 1} of {len(rows)}):\n\n" + tell(rows[index], width=width)
+    return f"One row's story (row {index} of rows 0 to {len(rows) - 1}, as the report numbers them):\n\n" + tell(rows[index], width=width)
 
 
 def _tell_turn(turn: Turn, width: int, *, several: bool) -> list[str]:

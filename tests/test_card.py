@@ -99,6 +99,24 @@ def test_several_runs_are_each_described_with_their_rows() -> None:
     assert 'json.load(open("coevol_config.json"))["runs"][1]["options"]["prompts"]' in body
 
 
+def test_the_card_names_the_method_the_runs_used() -> None:
+    full = str(build_card({"train": dataset(run_info())}))
+    assert "Responses refined with [CoEvol](https://arxiv.org/abs/2406.07054) (a two-stage debate, an advisor, an editor and a judge" in full
+    one_pass = CoEvolOptions(pipeline="advise_edit").output_options()
+    baseline = str(build_card({"train": dataset(run_info(**{k: v for k, v in one_pass.items() if k != "prompts"}))}))
+    assert "paper (`advise_edit`: advisor sees the instruction and the response, then the editor revises it)" in baseline
+    (method,) = [line for line in baseline.splitlines() if line.startswith("Responses refined with")]
+    assert "judge" not in method and "debate" not in method
+
+
+def test_option_values_with_pipes_stay_in_their_table_cell() -> None:
+    template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content | trim }}{% endfor %}"
+    body = str(build_card({"train": dataset(run_info(api="generate", chat_template=template))}))
+    (line,) = [line for line in body.splitlines() if line.startswith("| `chat_template` |")]
+    assert line == '| `chat_template` | `"{% for m in messages %}<\\|{{ m.role }}\\|>{{ m.content \\| trim }}{% endfor %}"` |'
+    assert line.replace("\\|", "").count("|") == 3  # two cells, as a Markdown table reads them
+
+
 def test_runs_are_told_apart_whatever_text_the_traces_hold() -> None:
     """`read_runs` reads only each trace's run: a `"run": {` inside answers or inside the run
     itself, and a trace written with its keys in another order, must not mislead it."""

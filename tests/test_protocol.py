@@ -25,15 +25,15 @@ ROLES = {PROMPTS.advocate_persona: "advocate", PROMPTS.critic_persona: "critic",
 class ScriptedChat:
     """Answers by role; `cut` names the roles whose answers come back cut off."""
 
-    def __init__(self, cut: set[str] = frozenset(), judge: str | None = None, advice: str = "- Add an example.") -> None:
-        self.cut, self.judge, self.advice, self.roles = cut, judge, advice, []
+    def __init__(self, cut: set[str] = frozenset(), judge: str | None = None, advice: str = "- Add an example.", edit: str = "A better answer, cut in the mid") -> None:
+        self.cut, self.judge, self.advice, self.edit, self.roles = cut, judge, advice, edit, []
 
     async def __call__(self, messages, *, schema=None, affinity=None) -> Reply:
         role = next(role for persona, role in ROLES.items() if persona in messages[1]["content"])
         self.roles.append(role)
         # By default the judge prefers the edit, in whichever position it is shown.
         prefer_edit = json.dumps({"better": "B" if "[Answer A]\nBlue." in messages[1]["content"] else "A", "reason": "fuller"})
-        text = {"advisor": self.advice, "editor": "A better answer, cut in the mid", "judge": self.judge or prefer_edit}.get(role, f"{role} says")
+        text = {"advisor": self.advice, "editor": self.edit, "judge": self.judge or prefer_edit}.get(role, f"{role} says")
         return Reply(text, 10, 5, cut_off=role in self.cut)
 
 
@@ -57,6 +57,16 @@ def test_one_pass_pipelines_do_not_accept_a_cut_off_edit(pipeline: str) -> None:
     assert turn.final == "Blue." and turn.rounds[0].stop == "edit_cut_off"
     (accepted,) = refine(ScriptedChat(), pipeline=pipeline).turns
     assert accepted.final == "A better answer, cut in the mid"
+
+
+@pytest.mark.parametrize("pipeline", ["coevol", "edit", "advise_edit"])
+def test_an_edit_that_changes_nothing_or_is_empty_is_not_kept(pipeline: str) -> None:
+    # The editor of "edit" writes a new answer: if it is the old one, nothing was improved.
+    for edit, stop in ((" Blue. ", "no_change"), ("  ", "empty_edit")):
+        chat = ScriptedChat(edit=edit)
+        (turn,) = refine(chat, pipeline=pipeline).turns
+        assert (turn.final, turn.accepted_rounds, turn.rounds[0].stop) == ("Blue.", 0, stop)
+        assert "judge" not in chat.roles
 
 
 def test_cut_off_reviews_and_advice_are_marked() -> None:

@@ -97,6 +97,21 @@ def test_a_row_stopped_by_a_failing_call_shows_the_turns_done_before_it(tmp_path
     assert "".join(text for op, text in done["d"] if op >= 0) == "Blue. [edited]"
     assert view["o"] == ["Blue.", "They differ."]
     assert "what was done before it is kept" in tell(refined[0]) and "Blue. [edited]" in tell(refined[0])
+    # It is counted once, as errored, and the figures say it kept an edit.
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "all (1)" in page and "improved (0)" in page and "unchanged (0)" in page and "errored (1)" in page
+    assert "1 rows, 1 improved (100%), 1 of them stopped by an error after an accepted edit; errors: validation: 1" in page
+
+
+def test_data_from_several_runs_shows_each_run(tmp_path: Path) -> None:
+    rows = [{"instruction": "Name a colour.", "input": "", "output": "Blue."}, {"instruction": "Name a fruit.", "input": "", "output": "Pear."}]
+    with TGIServer() as server:
+        one = Dataset.from_list(rows[:1]).map(CoEvol(endpoint=server.url, max_rounds=1), batched=True)
+        two = Dataset.from_list(rows[1:]).map(CoEvol(endpoint=server.url, max_rounds=2, judge_mode="score"), batched=True)
+    page = report(concatenate_datasets([one, two]), tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "How this data was made: run 1 of 2, 1 rows" in page and "How this data was made: run 2 of 2, 1 rows" in page
+    assert "<th>max_rounds</th><td>1</td>" in page and "<th>max_rounds</th><td>2</td>" in page and "All runs together" in page
+    assert re.search(r"<th>coevol-hf</th><td>0\.1\.0 [0-9a-f]{16}</td>", page)
 
 
 def test_figures_are_the_datasets_stats(refined: DatasetDict, tmp_path: Path) -> None:
@@ -210,7 +225,7 @@ def test_page_in_chromium_shows_a_stopped_row_with_its_refined_turn(browser_path
     text, console_errors = asyncio.run(shown())
     assert console_errors == []
     assert "validation: HTTP 422" in text and "Blue. [edited]" in text
-    assert "Response 2 (left as it was)" in text and "They differ." in text
+    assert "Response 2 (original; this run did not refine it)" in text and "They differ." in text
 
 
 def test_blank_screenshot_is_told_from_a_drawn_one(browser_path: str, tmp_path: Path) -> None:

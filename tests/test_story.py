@@ -43,7 +43,7 @@ def test_story_picks_an_accepted_edit_and_tells_every_turn(refined: DatasetDict)
     reordered = alpaca.select([1, 3, 0])
     assert pick_row(reordered) == 2
     told = story(reordered)
-    assert told.startswith("One row's story (row 3 of 3):") and "Decision: kept: the edit won in both orders (old 0, new 2)." in " ".join(told.split())
+    assert told.startswith("One row's story (row 2 of rows 0 to 2, as the report numbers them):") and "Decision: kept: the edit won in both orders (old 0, new 2)." in " ".join(told.split())
     assert told.splitlines()[-2] == "Result: the edit of round 2."
 
     two_turns = tell(refined["mt_bench"][0])
@@ -73,6 +73,7 @@ def test_long_texts_are_shortened(refined: DatasetDict) -> None:
     [
         (Round(1, stop="no_suggestions"), "no edit kept: the advisor made no suggestion, so there was nothing to edit"),
         (Round(1, edit="same", stop="no_change"), "no edit kept: the editor returned the answer unchanged"),
+        (Round(1, edit="", stop="empty_edit"), "no edit kept: the editor's answer was empty"),
         (Round(1, edit="cut", stop="edit_cut_off", cut_off=("edit",)), "no edit kept: the editor's answer was cut at max_new_tokens, and CoEvol never keeps a cut-off edit"),
         (dataclasses.replace(JUDGED, old_first=Verdict("?", None), new_first=Verdict("?", None), scores=None, stop="unreadable_verdicts"), "no edit kept: neither verdict of the judge could be read, so there was no decision and the answer stayed"),
         (JUDGED, "rejected: the judge preferred whichever answer it read first, so the two orders cancelled; CoEvol keeps an edit only when its score over both orders together is higher"),
@@ -80,7 +81,9 @@ def test_long_texts_are_shortened(refined: DatasetDict) -> None:
         (dataclasses.replace(JUDGED, new_first=Verdict("B", (1.0, 0.0)), scores=(2.0, 0.0)), "rejected: the judge preferred the old answer in both orders (old 2, new 0)"),
         (dataclasses.replace(JUDGED, new_first=Verdict("?", None), scores=(1.0, 0.0)), "rejected: only one verdict could be read and it did not prefer the edit (old 1, new 0); CoEvol keeps an edit only when its score over both orders together is higher"),
         (dataclasses.replace(JUDGED, new_first=Verdict("tie", (0.5, 0.5)), scores=(1.5, 0.5)), "rejected: the edit did not win (old 1.5, new 0.5); CoEvol keeps an edit only when its score over both orders together is higher"),
-        (dataclasses.replace(JUDGED, old_first=Verdict("{}", (6.0, 8.0)), new_first=Verdict("{}", (7.0, 3.0)), scores=(6.5, 5.5)), "rejected: the judge preferred whichever answer it read second, so the two orders cancelled; CoEvol keeps an edit only when its score over both orders together is higher"),
+        # Score mode: the orders disagree, but one margin outweighs the other, so they did not cancel.
+        (dataclasses.replace(JUDGED, old_first=Verdict("{}", (6.0, 8.0)), new_first=Verdict("{}", (7.0, 3.0)), scores=(6.5, 5.5)), "rejected: the judge preferred whichever answer it read second, and over both orders together the old answer scored higher (old 6.5, new 5.5)"),
+        (dataclasses.replace(JUDGED, old_first=Verdict("{}", (6.0, 8.0)), new_first=Verdict("{}", (8.0, 6.0)), scores=(7.0, 7.0)), "rejected: the judge preferred whichever answer it read second, so the two orders cancelled; CoEvol keeps an edit only when its score over both orders together is higher"),
         (dataclasses.replace(JUDGED, new_first=Verdict("A", (0.0, 1.0)), old_first=Verdict("B", (0.0, 1.0)), scores=(0.0, 2.0), accepted=True, stop=None), "kept: the edit won in both orders (old 0, new 2)"),
         (dataclasses.replace(JUDGED, old_first=Verdict("tie", (0.5, 0.5)), new_first=Verdict("A", (0.0, 1.0)), scores=(0.5, 1.5), accepted=True, stop=None), "kept: over both orders together the edit scored higher (old 0.5, new 1.5)"),
         (dataclasses.replace(JUDGED, old_first=Verdict("{}", (7.0, 9.0)), new_first=Verdict("{}", (8.0, 7.0)), scores=(7.5, 8.0), accepted=True, stop=None), "kept: over both orders together the edit scored higher (old 7.5, new 8)"),
