@@ -129,7 +129,7 @@ class JudgeOptions:
     chat_template: str | None = option(None, "the model's Jinja chat template, for `api=\"generate\"` (CLI: a file)", cli=_read_text)
     model: str | None = option(None, "the model the server must serve (a `/v1/models` id); lets cached re-runs skip asking the server")
     model_revision: str | None = option(
-        None, "the model's revision, for servers that do not report one (OpenAI-style servers); enters the cache keys"
+        None, "the model's revision, for servers that do not report one (OpenAI-style servers; required for an Inference Endpoint, whose TGI names its model `/repository`); enters the cache keys"
     )
     structured_judge: bool = option(True, "ask the judge for JSON with a schema the server enforces (TGI and OpenAI forms)")
     prompts: Prompts | Mapping[str, str] | None = option(

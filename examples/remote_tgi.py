@@ -1,10 +1,11 @@
 """Use a remote TGI endpoint that needs a token, such as an HF Inference Endpoint.
 
-    COEVOL_TOKEN=hf_... python examples/remote_tgi.py https://xyz.endpoints.huggingface.cloud examples/data/self_instruct_sample.jsonl out/
+    COEVOL_TOKEN=hf_... python examples/remote_tgi.py https://xyz.endpoints.huggingface.cloud examples/data/self_instruct_sample.jsonl out/ meta-llama/Llama-3.1-8B-Instruct@main
 
 The token is sent to that endpoint only. Options that change outputs (model, rounds, judge mode,
 sampling, prompts) name the cache; the endpoint and the token do not, so a re-run against another
-replica of the same model loads from the cache.
+replica of the same model loads from the cache. An Inference Endpoint reports its model as
+`/repository`, with no revision: the last argument names the weights it serves.
 """
 
 import os
@@ -14,10 +15,11 @@ from datasets import load_dataset
 
 from coevol_hf import CoEvol
 
-endpoint, source, output = sys.argv[1:4]
+endpoint, source, output, weights = sys.argv[1:5]
 refine = CoEvol(
     endpoint=endpoint,
     token=os.environ["COEVOL_TOKEN"],
+    model_revision=weights,
     judge_mode="score",
     max_rounds=3,
     max_concurrency=96,  # below TGI's default max_concurrent_requests (128)

@@ -425,7 +425,6 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     [
         ("refine_alpaca.py", ["data/self_instruct_sample.jsonl", "{out}"], "6 of 6 responses improved; errors: 0"),
         ("refine_sharegpt.py", ["data/mt_bench_sample.json", "{out}.jsonl", "--endpoint", "{url}"], "[2, 2] None"),
-        ("remote_tgi.py", ["{url}", "data/self_instruct_sample.jsonl", "{out}"], "served model: test-org/test-model@0123abcd"),
     ],
 )
 def test_examples_run_on_their_samples(script: str, arguments: list[str], printed: str, server: TGIServer, tmp_path: Path) -> None:
@@ -434,6 +433,16 @@ def test_examples_run_on_their_samples(script: str, arguments: list[str], printe
     result = subprocess.run([sys.executable, str(EXAMPLES / script), *argv], cwd=EXAMPLES, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert printed in result.stdout and server.calls
+
+
+def test_the_inference_endpoint_example_names_the_weights(tmp_path: Path) -> None:
+    # An Inference Endpoint's TGI: the model mounted at /repository, no revision.
+    with TGIServer(model_id="/repository", model_sha=None) as endpoint:
+        env = {**os.environ, "COEVOL_TOKEN": "example-token"}
+        argv = [endpoint.url, "data/self_instruct_sample.jsonl", str(tmp_path / "refined"), "meta-llama/Llama-3.1-8B-Instruct@main"]
+        result = subprocess.run([sys.executable, str(EXAMPLES / "remote_tgi.py"), *argv], cwd=EXAMPLES, capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "served model: /repository@meta-llama/Llama-3.1-8B-Instruct@main" in result.stdout and endpoint.calls
 
 
 def test_demo_refines_its_sample_into_a_folder_it_owns(server: TGIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

@@ -138,6 +138,16 @@ def test_model_revision_enters_the_identity_of_a_server_that_reports_none(tmp_pa
         assert revised.cache_hits == 0 and len(server.calls) == 2  # another revision, another key
 
 
+def test_an_inference_endpoints_model_needs_a_name_before_any_call(tmp_path: Path) -> None:
+    # Every Inference Endpoint reports "/repository" and no revision: as an identity it would let
+    # two endpoints serving different models share cached answers and datasets results.
+    with TGIServer(model_id="/repository", model_sha=None) as endpoint:
+        with pytest.raises(ConfigError, match=r"serves its model from /repository and reports no revision.*pass model_revision="):
+            session_of(endpoint.url, tmp_path).server()
+        named = session_of(endpoint.url, tmp_path, sampling=sampling_of(model_revision="org/llama@main")).server()
+        assert named.identity == "/repository@org/llama@main" and endpoint.calls == []
+
+
 def test_model_revision_must_match_what_tgi_reports(tmp_path: Path) -> None:
     with TGIServer() as server:
         assert session_of(server.url, tmp_path, sampling=sampling_of(model_revision="0123")).server().identity == "test-org/test-model@0123abcd"

@@ -171,6 +171,14 @@ def _pin_tgi(server: ServerInfo, sampling: Sampling, url: str) -> ServerInfo:
             server = dataclasses.replace(server, model_sha=revision)
         elif not server.model_sha.startswith(revision):
             raise ConfigError(f"model_revision={revision!r} was asked for, but {url} serves {server.identity!r}.")
+    elif server.model_id == _ENDPOINT_MOUNT and server.model_sha is None:
+        # Every Inference Endpoint reports this: as an identity it would share cached answers and
+        # `datasets` results between any two models served that way.
+        raise ConfigError(
+            f"{url} serves its model from {_ENDPOINT_MOUNT} and reports no revision, as every Inference Endpoint does, "
+            "so nothing tells its model from another's: pass model_revision= (a name for these weights, such as "
+            "'meta-llama/Llama-3.1-8B-Instruct@main'); it names the cached answers and the rows' model."
+        )
     if sampling.model is not None and sampling.model not in (server.model_id, server.identity):
         raise ConfigError(f"model={sampling.model!r} was asked for, but {url} serves {server.identity!r}. Point endpoint= at the right server or change model=.")
     return server
