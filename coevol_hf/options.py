@@ -174,6 +174,9 @@ class JudgeOptions:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and value.strip()):
                 raise ConfigError(f"{name} must be a non-empty string or None, not {value!r}.")
+        if self.token is not None and (not self.token.isprintable() or " " in self.token):
+            # A header cannot carry it (a token read from a file often ends with "\r\n"); never shown.
+            raise ConfigError("token= holds a space, a line break or another control character: pass the token alone.")
         object.__setattr__(self, "prompts", Prompts.from_value(self.prompts))
         _check_int("max_concurrency", self.max_concurrency, minimum=1)
         _check_int("max_retries", self.max_retries, minimum=0)

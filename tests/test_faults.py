@@ -223,6 +223,18 @@ def test_run_completes_on_the_replica_left_when_one_dies(tmp_path: Path) -> None
     assert out.to_list() == clean_run(rows, tmp_path).to_list()
 
 
+def test_a_retry_goes_to_the_replica_that_did_not_fail(tmp_path: Path) -> None:
+    # b answers every call with a 500 while its /health says 200 (vLLM's /health only checks that
+    # the process lives): the pool keeps it, so the retries of b's rows must go to a.
+    rows = alpaca_rows(16)
+    with TGIServer(delay=0.01) as a, TGIServer(delay=0.01) as b:
+        b.script = lambda call: Error(500, "CUDA error: an illegal memory access was encountered", "generation")
+        out = refine([a.url, b.url], rows, retry_backoff=0.01, max_retries=1)
+        assert b.calls and out["coevol_error"] == [None] * len(rows)
+        assert len(a.answered) == len(rows) * 8
+    assert out.to_list() == clean_run(rows, tmp_path).to_list()
+
+
 class OutAndBack:
     """A replica `b` that dies mid-run and comes back on the same port, `changes` applied (another
     `model_id`, say), while the other replica `a` holds its answers: so the run is still going when

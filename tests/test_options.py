@@ -17,6 +17,8 @@ from coevol_hf import CoEvol, ConfigError, Prompts
         ({"endpoint": "gpu-box:8080"}, "must be an http:// or https:// URL"),
         ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
         ({"timeout": float("nan")}, "timeout must be a finite positive number of seconds, not nan"),
+        # Read from a file with CRLF line endings; the message never shows the token.
+        ({"token": "hf_secret\r"}, r"^token= holds a space, a line break or another control character: pass the token alone\.$"),
         ({"retry_backoff": float("inf")}, "retry_backoff must be a finite positive number of seconds, not inf"),
         ({"format": "jsonl"}, "format must be 'auto' or one of"),
         ({"columns": {"answer": "x"}}, r"Unknown column role\(s\) \['answer'\]"),

@@ -84,12 +84,15 @@ class EndpointPool:
     def any_up(self) -> bool:
         return any(e.up for e in self.endpoints)
 
-    async def acquire(self, affinity: str | None = None) -> Endpoint | None:
+    async def acquire(self, affinity: str | None = None, *, avoid: Endpoint | None = None) -> Endpoint | None:
         """The endpoint for the next call, waiting for room; None when every endpoint is down.
 
-        `affinity` names the call's row: its endpoint is preferred while it has room."""
+        `affinity` names the call's row: its endpoint is preferred while it has room. `avoid` (the
+        endpoint a retried call just failed on) is used only when no other endpoint is up: a
+        replica that fails fast always has room, and would take every retry of its rows."""
         while True:
-            candidates = [e for e in self.endpoints if e.has_room]
+            shunned = avoid if avoid is not None and any(e.up and e is not avoid for e in self.endpoints) else None
+            candidates = [e for e in self.endpoints if e.has_room and e is not shunned]
             if candidates:
                 preferred = self._row_endpoint(affinity) if affinity is not None and len(self.endpoints) > 1 else None
                 endpoint = preferred or min(candidates, key=lambda e: e.in_flight)

@@ -192,11 +192,13 @@ class ClientSession:
         return self._live
 
     async def _send(self, live: _Live, body: bytes, affinity: str | None) -> Reply:
-        """The one retry routine: the row's endpoint or the least busy, again after transient failures."""
+        """The one retry routine: the row's endpoint or the least busy, again after transient
+        failures; a retry goes to another endpoint than the one that failed, when one is up."""
         retries = self.connection.max_retries
         failure: Failure | None = None
+        failed: Endpoint | None = None
         for attempt in range(retries + 1):
-            endpoint = await live.pool.acquire(affinity)
+            endpoint = await live.pool.acquire(affinity if failed is None else None, avoid=failed)
             if endpoint is None:
                 failure = failure or Failure("connection", "no endpoint is up", Outcome.REFUSED)
             else:
@@ -205,7 +207,7 @@ class ClientSession:
                     self._streak = ("", 0)
                     return reply
                 except Failure as caught:
-                    failure = caught
+                    failure, failed = caught, endpoint
                     if not failure.retryable:
                         self._count_final(failure, endpoint.url + live.format.route)
                         raise RowError(failure.kind, failure.args[0]) from None
