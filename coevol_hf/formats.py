@@ -17,11 +17,9 @@ Format = Literal["alpaca", "sharegpt", "messages"]
 FORMATS: tuple[Format, ...] = ("alpaca", "sharegpt", "messages")
 Layout = Literal["auto", "alpaca", "sharegpt", "messages"]  # the `format=` option: a format, or detect it
 
-_ROLES: Mapping[Format, frozenset[str]] = {
-    "alpaca": frozenset({"instruction", "input", "output"}),
-    "sharegpt": frozenset({"conversations"}),
-    "messages": frozenset({"messages"}),
-}
+# The `Columns` roles each layout reads, in order; the last one holds the responses.
+_LAYOUT_ROLES: Mapping[Format, tuple[str, ...]] = {"alpaca": ("instruction", "input", "output"), "sharegpt": ("conversations",), "messages": ("messages",)}
+_DETECTION_ORDER: tuple[Format, ...] = ("sharegpt", "messages", "alpaca")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 _MESSAGES_ROLES = {"user": "user", "assistant": "assistant", "system": "system"}
 
@@ -51,11 +49,11 @@ class Columns:
     def detect(self, column_names: Sequence[str], layout: Layout = "auto", *, with_response: bool = True) -> Format:
         """The layout of a dataset with these columns; raises before any request if none fits.
 
-        `"auto"` picks it from the column names: a layout whose columns the user named first,
-        then `conversations` (ShareGPT), `messages`, `instruction` + `output` (Alpaca). A column
-        the user named must exist, optional `input` included (a misspelt name would otherwise
-        refine every row without it). `with_response=False` reads prompts only (a pairwise
-        judge): Alpaca needs no `output`.
+        `"auto"` picks it from the column names: among the layouts whose columns the user named,
+        if any, else `conversations` (ShareGPT), then `messages`, then `instruction` + `output`
+        (Alpaca). A column the user named for the layout must exist, optional `input` included
+        (a misspelt name would otherwise refine every row without it). `with_response=False`
+        reads prompts only (a pairwise judge): Alpaca needs no `output`.
         """
         present = set(column_names)
         required: dict[Format, tuple[str, ...]] = {
@@ -72,10 +70,17 @@ class Columns:
                     "Map your column names with columns={...}."
                 )
         else:
-            order = sorted(("sharegpt", "messages", "alpaca"), key=lambda fmt: not named.keys() & _ROLES[fmt])
-            layout = next((fmt for fmt in order if all(c in present for c in required[fmt])), "auto")
+            candidates = [fmt for fmt in _DETECTION_ORDER if named.keys() & set(_LAYOUT_ROLES[fmt])] or _DETECTION_ORDER
+            layout = next((fmt for fmt in candidates if all(c in present for c in required[fmt])), "auto")
+            if layout == "auto" and len(candidates) < len(_DETECTION_ORDER):
+                mapping = ", ".join(f"{role}={name!r}" for role, name in named.items())
+                raise InputFormatError(
+                    f"columns= names {mapping}, so only the {' or '.join(candidates)} layout is read, and the dataset's columns "
+                    f"{sorted(present)} do not fit it: it needs {[c for c in required[candidates[0]] if c not in present]}. Fix the names in columns=."
+                )
         if layout != "auto":
-            absent = [f"{role}={name!r}" for role, name in named.items() if role in _ROLES[layout] and name not in present and (with_response or role != "output")]
+            read = [role for role in _LAYOUT_ROLES[layout] if with_response or role != "output"]
+            absent = [f"{role}={name!r}" for role, name in named.items() if role in read and name not in present]
             if absent:
                 raise InputFormatError(f"columns= names {', '.join(absent)}, but the dataset has no such column; it has {sorted(present)}.")
             return layout
@@ -89,14 +94,10 @@ class Columns:
 
     def response_column(self, fmt: Format) -> str:
         """The column whose content is replaced by the refined text."""
-        return {"alpaca": self.output, "sharegpt": self.conversations, "messages": self.messages}[fmt]
+        return getattr(self, _LAYOUT_ROLES[fmt][-1])
 
     def source_columns(self, fmt: Format, *, with_response: bool = True) -> tuple[str, ...]:
-        return {
-            "alpaca": (self.instruction, self.input, self.output) if with_response else (self.instruction, self.input),
-            "sharegpt": (self.conversations,),
-            "messages": (self.messages,),
-        }[fmt]
+        return tuple(getattr(self, role) for role in _LAYOUT_ROLES[fmt] if with_response or role != "output")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -226,11 +226,10 @@ class Batch:
     """A batch as an engine handed it over, read as plain Python rows and answered in kind.
 
     `datasets` hands a dict of lists (its own `LazyBatch` on Arrow datasets), Ray Data a dict of
-    numpy arrays or a pandas DataFrame. The new columns go back typed (Arrow scalars in a list or
-    an object array, an Arrow-backed Series): a first batch whose errors are all None would
-    otherwise fix that column's type as null and make a later batch fail. A plain dict of lists
-    gets plain values. Numpy arrays and DataFrames carry every column: Ray replaces a batch by
-    what it gets back.
+    numpy arrays or a pandas DataFrame. On Arrow datasets the new columns go back as typed Arrow
+    scalars: a first batch whose errors are all None would otherwise fix that column's type as
+    null and make a later batch fail. Everywhere else they are plain values (numpy arrays and
+    DataFrames for Ray, which replaces a batch by what it gets back, so those carry every column).
     """
 
     def __init__(self, batch: Any, kind: str, columns: Mapping[str, Any]) -> None:
@@ -275,8 +274,7 @@ class Batch:
         if self.kind == "numpy":
             import numpy as np
 
-            typed = {name: list(pa.array(values, type=types[name])) if name in types else values for name, values in new.items()}
-            return {**self.batch, **{name: _object_array(np, values) for name, values in typed.items()}}
+            return {**self.batch, **{name: _object_array(np, values) for name, values in new.items()}}
         import pandas as pd
 
         frame = self.batch.copy()

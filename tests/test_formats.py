@@ -95,6 +95,11 @@ def test_a_named_column_must_exist_and_names_must_be_usable() -> None:
     with pytest.raises(InputFormatError, match=r"columns= names input='contxt', but the dataset has no such column; it has \['input', 'instruction', 'output'\]"):
         Columns(input="contxt").detect(["instruction", "input", "output"])
     assert Columns(output="answer").detect(["instruction"], with_response=False) == "alpaca"  # a judge reads no output
+    # A named column picks its layout: a misspelt one is an error, never another layout read instead.
+    with pytest.raises(InputFormatError, match=r"columns= names output='completion', so only the alpaca layout is read.*it needs \['completion'\]"):
+        Columns(output="completion").detect(["conversations", "instruction", "completions"])
+    with pytest.raises(InputFormatError, match=r"columns= names input='ctx', so only the alpaca layout is read"):
+        Columns(input="ctx").detect(["messages"])
     with pytest.raises(ConfigError, match=r"gives instruction, input and output the names \['text', 'input', 'text'\]"):
         Columns(instruction="text", output="text")
     with pytest.raises(ConfigError, match=r"must map 'output' to a column name, not ''"):

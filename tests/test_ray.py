@@ -226,7 +226,10 @@ def _batch_to_block(batch: Any) -> pa.Table:
     return BlockAccessor.for_block(BlockAccessor.batch_to_block(batch)).to_arrow()
 
 
-@pytest.mark.parametrize("batch_format", ["numpy", "pandas"])
+NUMPY_UNTYPED = pytest.mark.xfail(strict=True, reason="a dict of numpy arrays cannot carry Arrow types that datasets also accepts: an all-None block becomes Arrow null (use refine_on_ray)")
+
+
+@pytest.mark.parametrize("batch_format", [pytest.param("numpy", marks=NUMPY_UNTYPED), "pandas"])
 def test_returned_columns_keep_their_declared_types(server: TGIServer, tmp_path: Path, batch_format: str) -> None:
     table = pa.Table.from_pylist(alpaca_rows(2))
     batch = table.to_pandas() if batch_format == "pandas" else {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
