@@ -5,7 +5,8 @@
 The token is sent to that endpoint only. Options that change outputs (model, rounds, judge mode,
 sampling, prompts) name the cache; the endpoint and the token do not, so a re-run against another
 replica of the same model loads from the cache. An Inference Endpoint reports its model as
-`/repository`, with no revision: the last argument names the weights it serves.
+`/repository`, with no revision: the last argument names the weights it serves (leave it out for
+a TGI that reports its model id and revision).
 """
 
 import os
@@ -15,7 +16,8 @@ from datasets import load_dataset
 
 from coevol_hf import CoEvol
 
-endpoint, source, output, weights = sys.argv[1:5]
+endpoint, source, output = sys.argv[1:4]
+weights = sys.argv[4] if len(sys.argv) > 4 else None
 refine = CoEvol(
     endpoint=endpoint,
     token=os.environ["COEVOL_TOKEN"],

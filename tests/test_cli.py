@@ -425,6 +425,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     [
         ("refine_alpaca.py", ["data/self_instruct_sample.jsonl", "{out}"], "6 of 6 responses improved; errors: 0"),
         ("refine_sharegpt.py", ["data/mt_bench_sample.json", "{out}.jsonl", "--endpoint", "{url}"], "[2, 2] None"),
+        ("remote_tgi.py", ["{url}", "data/self_instruct_sample.jsonl", "{out}"], "served model: test-org/test-model@0123abcd"),
     ],
 )
 def test_examples_run_on_their_samples(script: str, arguments: list[str], printed: str, server: TGIServer, tmp_path: Path) -> None:
