@@ -113,7 +113,7 @@ def _parse_json(text: str) -> dict | None:
         return None
     try:
         value = json.loads(text[start : end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):  # a model can nest brackets deeper than the parser goes
         return None
     return value if isinstance(value, dict) else None
 
@@ -124,6 +124,6 @@ def _from_json(value: dict, mode: JudgeMode) -> Scores | None:
         return {"A": (1.0, 0.0), "B": (0.0, 1.0)}.get(better.upper()) or ((0.5, 0.5) if better.lower() == "tie" else None)
     try:
         a, b = float(value["score_a"]), float(value["score_b"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: an integer of 400 digits
         return None
     return (a, b) if 1 <= a <= 10 and 1 <= b <= 10 else None

@@ -40,9 +40,13 @@ from .prompts import Prompts
 from .protocol import gather_or_cancel
 from .trace import RunInfo
 
-# The modules whose code decides the outputs. Editing any of them changes every fingerprint,
-# because datasets pickles importable code by reference and would otherwise reuse stale results.
-_OUTPUT_MODULES = ("options.py", "formats.py", "judge.py", "prompts.py", "protocol.py", "trace.py", "operator.py", "transform.py", "pairwise.py", "client/tgi.py")
+# The modules whose code decides the outputs (the texts, and the coevol_error and coevol_model
+# columns). Editing any of them changes every fingerprint, because datasets pickles importable
+# code by reference and would otherwise reuse stale results.
+_OUTPUT_MODULES = (
+    "options.py", "formats.py", "judge.py", "prompts.py", "protocol.py", "trace.py", "operator.py", "transform.py", "pairwise.py", "errors.py",
+    "client/tgi.py", "client/session.py", "client/http.py", "client/server.py",
+)
 
 
 def _implementation_tag() -> str:
@@ -192,6 +196,13 @@ class MapOperator:
         return shape.result(columns, types)
 
     def _variant(self, overrides: Mapping[str, Any]) -> "MapOperator":
+        if "endpoint" in overrides:
+            # datasets hashes this operator, whose model identity comes from its own endpoint: a
+            # cache made for that model would be reused for whatever this endpoint serves.
+            raise ConfigError(
+                "endpoint= cannot be given in fn_kwargs: the datasets fingerprint names the model of the operator's own "
+                "endpoint, not this one. Pass it as CoEvol(endpoint=...) (or PairwiseJudge(endpoint=...)), or set COEVOL_ENDPOINT."
+            )
         key = repr(sorted(overrides.items()))
         if key not in self._variants:
             self._variants[key] = type(self).from_options(self.options.replace(overrides))

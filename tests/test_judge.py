@@ -55,6 +55,9 @@ def test_compare_verdicts(text: str, expected) -> None:
         ("8 6 (out of 10.)", (8.0, 6.0)),
         ('{"score_a": 65, "score_b": 90, "reason": "A covers 3 points, B covers 9"}', None),
         ('{"score_a": 0, "score_b": 7, "reason": "A scored 2 points lower"}', None),
+        # Degenerate answers are unreadable verdicts, never an error that stops the run.
+        ('{"score_a": 8, "score_b": 1' + "0" * 400 + ', "reason": "r"}', None),
+        ('7 3\n{"reason": ' + "[" * 1200 + "}", (7.0, 3.0)),
     ],
 )
 def test_score_verdicts(text: str, expected) -> None:

@@ -40,6 +40,13 @@ def test_unknown_fn_kwargs_are_refused() -> None:
         CoEvol()({"instruction": ["x"], "output": ["y"]}, rounds=2)
 
 
+def test_an_endpoint_in_fn_kwargs_is_refused_before_any_call() -> None:
+    # datasets hashes the operator, whose model comes from its own endpoint: a cache made for that
+    # model would be reused for whatever the fn_kwargs endpoint serves.
+    with pytest.raises(ConfigError, match=r"endpoint= cannot be given in fn_kwargs.*CoEvol\(endpoint=\.\.\.\)"):
+        CoEvol(endpoint="http://127.0.0.1:9")({"instruction": ["x"], "output": ["y"]}, endpoint="http://127.0.0.1:1", max_rounds=2)
+
+
 def test_prompt_overrides_are_used() -> None:
     prompts = Prompts(editor_task="Improve it using: {suggestions}")
     assert CoEvol(prompts=prompts).options.prompts.editor_task.startswith("Improve it")
