@@ -72,10 +72,12 @@ def fail_first_try(fault_for_call):
 
 TRANSIENT_FAULTS = [
     Error(429, "Model is overloaded", "overloaded", headers={"Retry-After": "0"}),
+    Error(429, "Model is overloaded", "overloaded", headers={"Retry-After": "nan"}),  # asyncio would sleep forever
     Error(429, "Model is overloaded", "overloaded"),
     Error(500, "Request failed during generation: Server error: CUDA out of memory", "incomplete_generation"),
     Error(503, "", "", body="<html><body>503 Service Temporarily Unavailable</body></html>"),
     Error(200, "", "", body="<html>upstream proxy says hello</html>"),  # garbage with status 200
+    Error(200, "", "", body="[" * 100_000),  # nested deeper than the JSON parser goes
     Error(200, "Request failed during generation: Server error: connection reset", "incomplete_generation"),  # error inside a 200
     Hang(1.5),  # longer than the timeout below
     None,

@@ -219,7 +219,7 @@ async def _get_json(http: Http, target: Target, route: str) -> Any:
         return None
     try:
         return json.loads(response.body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from typing import Any, Sequence
@@ -92,7 +93,7 @@ class RequestFormat:
         content = response.body
         try:
             data = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise Failure("bad_response", f"the server's answer is not JSON: {_start(content)}", Outcome.ERROR) from None
         if isinstance(data, dict) and "error" in data and not ({"choices", "generated_text"} & data.keys()):
             raise _error_in_body(data)
@@ -171,6 +172,8 @@ def _retry_after(response: Response) -> float | None:
         return None
     try:
         seconds = float(value)
+        if math.isnan(seconds):  # asyncio would wait forever
+            return None
     except ValueError:
         try:
             seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
@@ -183,7 +186,7 @@ def _server_message(body: bytes) -> str:
     """The server's own error text (TGI: `{"error", "error_type"}`), else the start of the body."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), (str, dict)):
         return _error_text(data["error"])
