@@ -50,6 +50,10 @@ class LocalServer:
     ) -> None:
         if not allow_remote and not is_loopback_host(host):
             raise ConfigError(f"Refusing to serve on {host!r}: only loopback addresses unless allow_remote=True (--allow-remote).")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError(f"port must be from 0 (any free port) to 65535, not {port!r}.")
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError(f"parallel must be a whole number >= 1, not {parallel!r}.")
         self.host, self.port, self.parallel = host, port, parallel
         self.context_per_slot = context_per_slot
         self.threads = threads or max(1, os.cpu_count() or 1)
@@ -71,7 +75,13 @@ class LocalServer:
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
         params.verbosity = 0
-        self._server = xllamacpp.Server(params)
+        # llama.cpp answers any web page's cross-origin request by default, so a page open in the
+        # browser could drive the model and read its answers: no origin is allowed.
+        params.cors_origins = ""
+        try:
+            self._server = xllamacpp.Server(params)
+        except RuntimeError as err:  # llama.cpp's one message for every start-up failure
+            raise EndpointError(f"The local server could not start on {self.host}:{self.port} (is the port in use?): {err}") from None
         self.url = self._server.listening_address
         return self.url
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -98,6 +99,27 @@ def test_cli_refine_writes_data_and_card(local_url: str, tmp_path: Path, capsys:
 def test_local_server_refuses_non_loopback() -> None:
     with pytest.raises(ConfigError, match="only loopback"):
         LocalServer(host="0.0.0.0")
+
+
+def test_the_local_server_grants_no_web_page_its_answers(local_url: str) -> None:
+    # Any page open in the browser could otherwise call the model on 127.0.0.1 and read the reply.
+    request = urllib.request.Request(f"{local_url}/v1/models", headers={"Origin": "http://page.example"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.headers.get("Access-Control-Allow-Origin", "") in ("", None)
+
+
+def test_a_port_in_use_is_one_error_line(capsys: pytest.CaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--parallel", "1"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"coevol-hf serve: The local server could not start on 127.0.0.1:{port} (is the port in use?): "
+        "Failed to init server, please check the input params."
+    )
+    with pytest.raises(ConfigError, match=r"port must be from 0 \(any free port\) to 65535, not 70000"):
+        LocalServer(port=70000)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
