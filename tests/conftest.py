@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,9 @@ def isolated_hf_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("COEVOL_ENDPOINT", raising=False)
+    # Subprocesses (scripts, examples, the CLI) import the coevol_hf under test, not whichever one
+    # the virtual environment has installed (another checkout sharing the venv).
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(DATA.parents[1]), os.environ.get("PYTHONPATH")])))
     return home
 
 

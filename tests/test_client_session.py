@@ -559,3 +559,15 @@ def test_counters_count_requests_hits_and_misses(tmp_path: Path) -> None:
         outcomes(session, ["a", "b", "a"])
         assert (session.calls_sent, session.cache_hits, session.cache_misses) == (3, 1, 2)
         assert len(server.calls) == 3
+
+
+def test_a_retry_after_is_capped_and_read_in_both_forms() -> None:
+    # A server asking for a day's wait would stall its row for a day; an unreadable one is ignored.
+    from coevol_hf.client.http import Response
+    from coevol_hf.client.tgi import _retry_after
+
+    def after(value: str) -> float | None:
+        return _retry_after(Response(429, {"retry-after": value}, b""))
+
+    assert after("2") == 2.0 and after("86400") == 300.0 and after("nan") is None and after("soon") is None
+    assert after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: retry now

@@ -45,3 +45,13 @@ def test_a_one_pass_pipeline_ignores_the_options_of_judged_rounds() -> None:
         assert Hasher.hash(CoEvol(model="m", pipeline="advise_edit", **changed)) == Hasher.hash(base), changed
     assert not {"max_rounds", "judge_mode", "structured_judge"} & set(base.options.output_options())
     assert Hasher.hash(CoEvol(model="m", pipeline="edit")) != Hasher.hash(base)
+
+
+def test_a_change_to_the_package_code_changes_the_fingerprint(monkeypatch) -> None:
+    # datasets pickles importable code by reference: without the code's hash, an upgrade that
+    # changes what the agents write would reuse the results of the old code.
+    import coevol_hf.operator as operator
+
+    before = Hasher.hash(CoEvol(model="m"))
+    monkeypatch.setattr(operator, "IMPLEMENTATION", operator.IMPLEMENTATION + " edited")
+    assert Hasher.hash(CoEvol(model="m")) != before

@@ -403,7 +403,7 @@ def test_not_an_llm_server_fails_before_rows(server: TGIServer) -> None:
 
 
 def test_model_pin_is_checked_against_the_server(server: TGIServer) -> None:
-    with pytest.raises(Exception, match="serves 'test-org/test-model@0123abcd'"):
+    with pytest.raises(ConfigError, match="serves 'test-org/test-model@0123abcd'"):
         refine(server, alpaca_rows(1), model="other/model")
 
 
@@ -456,3 +456,35 @@ def test_concurrency_bound_is_respected() -> None:
     with TGIServer(delay=0.02) as server:
         refine(server, alpaca_rows(12), max_rounds=1, max_concurrency=3)
     assert server.peak_in_flight == 3
+
+
+def test_each_turn_sees_context_turns_earlier_exchanges(server: TGIServer) -> None:
+    exchanges = [(f"Question {n}?", f"Answer {n}.") for n in range(1, 5)]
+    row = {"messages": [m for q, a in exchanges for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]}
+    for context_turns, seen_by_the_last in ((2, ["Question 2?", "Question 3?"]), (0, [])):
+        server.calls.clear()
+        refine(server, [row], max_rounds=1, context_turns=context_turns)
+        last = [call for call in server.calls if call.role == "editor" and "Instruction:\nQuestion 4?" in call.task]
+        assert len(last) == 1
+        assert [q for q, _ in exchanges if f"User: {q}" in last[0].task] == seen_by_the_last, context_turns
+
+
+def test_one_operator_mapped_with_different_fn_kwargs_runs_each(server: TGIServer) -> None:
+    refiner = CoEvol(endpoint=server.url)
+    rows = alpaca_rows(1)
+    # The judge prefers the edit, so every round is accepted and max_rounds decides the rounds run.
+    one = Dataset.from_list(rows).map(refiner, batched=True, fn_kwargs={"max_rounds": 1})
+    two = Dataset.from_list(rows).map(refiner, batched=True, fn_kwargs={"max_rounds": 2})
+    assert one["coevol_rounds"] == [[1]] and two["coevol_rounds"] == [[2]]
+
+
+def test_a_proxy_in_the_environment_is_never_used_for_loopback_nor_netrc_read(server: TGIServer, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    out = refine(server, alpaca_rows(1), max_rounds=1)
+    assert out["coevol_error"] == [None]
+    assert all("authorization" not in {k.lower() for k in call.headers} for call in server.calls)
