@@ -240,6 +240,15 @@ def test_an_oversized_answer_is_refused_unread_and_not_asked_again(tmp_path: Pat
         assert len(server.calls) == 1
 
 
+def test_an_oversized_answer_without_a_length_is_cut_off_while_read(tmp_path: Path) -> None:
+    # Chunked: no Content-Length to refuse it by, so the cap must act on the bytes as they come.
+    with TGIServer(lambda c: Trickle("x" * (2 << 20), interval=0, chunk=64 << 10, chunked=True)) as server:
+        session = session_of(server.url, tmp_path, sampling=sampling_of(max_new_tokens=10))
+        with pytest.raises(RowError, match=r"bad_response: the answer is larger than 1026 KiB; refused unread"):
+            call(session, "Ramble.")
+        assert len(server.calls) == 1
+
+
 def test_a_trickling_server_cannot_hold_a_call_past_its_timeout(tmp_path: Path) -> None:
     # A byte every 0.25 s: each read succeeds well within the timeout; the whole body (~360 bytes) takes ~90 s.
     with TGIServer(lambda c: Trickle("an answer sent one byte at a time", interval=0.25)) as server:

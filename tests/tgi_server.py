@@ -114,10 +114,13 @@ class Answer:
 
 @dataclasses.dataclass
 class Trickle:
-    """Send a valid answer's status and headers at once, then its body a byte every `interval` seconds."""
+    """Send a valid answer's status and headers at once, then its body `chunk` bytes every
+    `interval` seconds; `chunked`: with no Content-Length, so the client learns the size only as it reads."""
 
     text: str
     interval: float
+    chunk: int = 1
+    chunked: bool = False
 
 
 Script = Callable[[Call], "str | Answer | Error | Hang | Trickle"]
@@ -329,17 +332,20 @@ class TGIServer(ThreadedServer):
             "usage": usage,
         }
         if isinstance(answer, Trickle):
-            return await self._trickle(request, call, json.dumps(body).encode(), answer.interval)
+            return await self._trickle(request, call, json.dumps(body).encode(), answer)
         return self._answer(call, web.json_response(body))
 
-    async def _trickle(self, request: web.Request, call: Call, body: bytes, interval: float) -> web.StreamResponse:
+    async def _trickle(self, request: web.Request, call: Call, body: bytes, trickle: Trickle) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "application/json"})
-        response.content_length = len(body)
+        if trickle.chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(body)
         await response.prepare(request)
         try:
-            for i in range(len(body)):
-                await response.write(body[i : i + 1])
-                await asyncio.sleep(interval)
+            for i in range(0, len(body), trickle.chunk):
+                await response.write(body[i : i + trickle.chunk])
+                await asyncio.sleep(trickle.interval)
         except ConnectionError:  # the client gave up: what the test expects
             return response
         self._answer(call, response)
