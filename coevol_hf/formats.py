@@ -62,35 +62,36 @@ class Columns:
             "alpaca": (self.instruction, self.output) if with_response else (self.instruction,),
         }
         named = self.named()
-        if layout != "auto":
+        if layout == "auto":
+            candidates = [fmt for fmt in _DETECTION_ORDER if named.keys() & set(_LAYOUT_ROLES[fmt])] or _DETECTION_ORDER
+            found = next((fmt for fmt in candidates if all(c in present for c in required[fmt])), None)
+            if found is None and len(candidates) < len(_DETECTION_ORDER):
+                mapping = ", ".join(f"{role}={name!r}" for role, name in named.items())
+                raise InputFormatError(
+                    f"columns= names {mapping}, so only the {' or '.join(candidates)} layout is read, and the dataset's columns "
+                    f"{sorted(present)} do not fit it: it needs {[c for c in required[candidates[0]] if c not in present]}. Fix the names in columns=."
+                )
+            if found is None:
+                raise InputFormatError(
+                    f"No column layout coevol-hf can refine in {sorted(present)}. Accepted: "
+                    f"Alpaca ({self.instruction!r}, optional {self.input!r}, {self.output!r}); "
+                    f"ShareGPT ({self.conversations!r}: [{{from, value}}]); "
+                    f"messages ({self.messages!r}: [{{role, content}}]). "
+                    "Rename columns with columns={'instruction': ..., 'output': ...} or pass format=..."
+                )
+            layout = found
+        else:
             missing = [c for c in required[layout] if c not in present]
             if missing:
                 raise InputFormatError(
                     f"format={layout!r} needs column(s) {missing}, but the dataset has {sorted(present)}. "
                     "Map your column names with columns={...}."
                 )
-        else:
-            candidates = [fmt for fmt in _DETECTION_ORDER if named.keys() & set(_LAYOUT_ROLES[fmt])] or _DETECTION_ORDER
-            layout = next((fmt for fmt in candidates if all(c in present for c in required[fmt])), "auto")
-            if layout == "auto" and len(candidates) < len(_DETECTION_ORDER):
-                mapping = ", ".join(f"{role}={name!r}" for role, name in named.items())
-                raise InputFormatError(
-                    f"columns= names {mapping}, so only the {' or '.join(candidates)} layout is read, and the dataset's columns "
-                    f"{sorted(present)} do not fit it: it needs {[c for c in required[candidates[0]] if c not in present]}. Fix the names in columns=."
-                )
-        if layout != "auto":
-            read = [role for role in _LAYOUT_ROLES[layout] if with_response or role != "output"]
-            absent = [f"{role}={name!r}" for role, name in named.items() if role in read and name not in present]
-            if absent:
-                raise InputFormatError(f"columns= names {', '.join(absent)}, but the dataset has no such column; it has {sorted(present)}.")
-            return layout
-        raise InputFormatError(
-            f"No column layout coevol-hf can refine in {sorted(present)}. Accepted: "
-            f"Alpaca ({self.instruction!r}, optional {self.input!r}, {self.output!r}); "
-            f"ShareGPT ({self.conversations!r}: [{{from, value}}]); "
-            f"messages ({self.messages!r}: [{{role, content}}]). "
-            "Rename columns with columns={'instruction': ..., 'output': ...} or pass format=..."
-        )
+        read = [role for role in _LAYOUT_ROLES[layout] if with_response or role != "output"]
+        absent = [f"{role}={name!r}" for role, name in named.items() if role in read and name not in present]
+        if absent:
+            raise InputFormatError(f"columns= names {', '.join(absent)}, but the dataset has no such column; it has {sorted(present)}.")
+        return layout
 
     def response_column(self, fmt: Format) -> str:
         """The column whose content is replaced by the refined text."""
