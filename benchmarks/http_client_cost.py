@@ -2,8 +2,9 @@
 
 It separates the transport's floor from coevol-hf's own work: each library posts the same chat
 completion body `--calls` times, `--concurrency` at a time, and we divide process CPU time by calls.
-The last line is coevol-hf's `ClientSession` making `--calls` distinct calls (a first run: every
-call a request cache miss, encoded, keyed, sent, read, checked and written to SQLite).
+Then coevol-hf's own `Http` alone, and last its `ClientSession` making `--calls` distinct calls (a
+first run: every call a request cache miss, encoded, keyed, sent, read, checked and written to
+SQLite).
 
     python benchmarks/http_client_cost.py --calls 3000
     python benchmarks/http_client_cost.py --calls 3000 --concurrency 64 --service-time 0.1
@@ -85,6 +86,23 @@ async def aiohttp_session(url: str, calls: int, concurrency: int) -> float:
         return await measure(post, calls, concurrency)
 
 
+async def coevol_http(url: str, calls: int, concurrency: int) -> Any:
+    from coevol_hf.client.http import Http
+
+    http = Http(60.0)
+    payload = json.dumps(BODY).encode()
+    headers = {"content-type": "application/json"}
+
+    async def post() -> Any:
+        response = await http.request("POST", url, headers, body=payload, cap=1 << 20)
+        return json.loads(response.body)
+
+    try:
+        return await measure(post, calls, concurrency)
+    finally:
+        await http.aclose()
+
+
 async def coevol_session(url: str, calls: int, concurrency: int) -> float:
     from coevol_hf.client.session import ClientSession
     from coevol_hf.options import CoEvolOptions
@@ -118,7 +136,8 @@ def main() -> None:
             ("httpx2 (huggingface_hub's session)", httpx2_session),
             ("httpcore2 pool", httpcore2_pool),
             ("aiohttp", aiohttp_session),
-            ("coevol-hf ClientSession (aiohttp, request cache)", coevol_session),
+            ("coevol-hf Http (HTTP/1.1 on asyncio transports)", coevol_http),
+            ("coevol-hf ClientSession (its Http, request cache)", coevol_session),
         )
         for name, client in clients:
             cpu = asyncio.run(client(url, args.calls, args.concurrency))

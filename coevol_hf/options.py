@@ -315,6 +315,18 @@ def markdown_table(options: type[JudgeOptions]) -> str:
 # -- checks -------------------------------------------------------------------------------------
 
 
+def is_http_url(url: object, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+    """A URL of one of `schemes` with a host, and a port number up to 65535 if it gives one."""
+    if not isinstance(url, str) or "://" not in url:
+        return False
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  # raises for a port that is not a number up to 65535
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname)
+
+
 def _endpoints(value: Any, where: str = "endpoint") -> tuple[str, ...]:
     if isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
@@ -323,6 +335,8 @@ def _endpoints(value: Any, where: str = "endpoint") -> tuple[str, ...]:
     for endpoint in value:
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"{where} must be an http:// or https:// URL (or a list of them), not {endpoint!r}.")
+        if not is_http_url(endpoint):
+            raise ConfigError(f"{where} {endpoint!r} needs a host, and a port number up to 65535 if it gives one.")
         if "@" in urlsplit(endpoint).netloc:
             # A URL is printed in logs, errors and cards; a secret must not ride in it.
             raise ConfigError(f"{where} URLs must not carry credentials (user:password@); pass token= instead.")

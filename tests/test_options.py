@@ -15,6 +15,8 @@ from coevol_hf import CoEvol, ConfigError, Prompts
         ({"api": "generate"}, "needs chat_template="),
         ({"chat_template": "{{ x }}"}, "only used with api='generate'"),
         ({"endpoint": "gpu-box:8080"}, "must be an http:// or https:// URL"),
+        ({"endpoint": "http://:8080"}, r"endpoint 'http://:8080' needs a host, and a port number up to 65535 if it gives one\."),
+        ({"endpoint": "http://gpu-box:80800"}, r"endpoint 'http://gpu-box:80800' needs a host, and a port number up to 65535"),
         ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
         ({"timeout": float("nan")}, "timeout must be a finite positive number of seconds, not nan"),
         # Read from a file with CRLF line endings; the message never shows the token.
