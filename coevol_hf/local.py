@@ -14,6 +14,7 @@ from typing import Any
 
 from .client.http import is_loopback_host
 from .errors import ConfigError, EndpointError
+from .options import check_int
 
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -52,8 +53,7 @@ class LocalServer:
             raise ConfigError(f"Refusing to serve on {host!r}: only loopback addresses unless allow_remote=True (--allow-remote).")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ConfigError(f"port must be from 0 (any free port) to 65535, not {port!r}.")
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            raise ConfigError(f"parallel must be a whole number >= 1, not {parallel!r}.")
+        check_int("parallel", parallel)
         self.host, self.port, self.parallel = host, port, parallel
         self.context_per_slot = context_per_slot
         self.threads = threads or max(1, os.cpu_count() or 1)

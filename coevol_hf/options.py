@@ -150,10 +150,10 @@ class JudgeOptions:
     )
 
     def __post_init__(self) -> None:
-        _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _check_int("context_turns", self.context_turns, minimum=0)
+        check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        check_int("context_turns", self.context_turns, minimum=0)
         if self.seed is not None:
-            _check_int("seed", self.seed, minimum=0)
+            check_int("seed", self.seed, minimum=0)
         _check_choice("judge_mode", self.judge_mode, JUDGE_MODES)
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 2:
             raise ConfigError(f"temperature must be a number from 0 (greedy) to 2, not {self.temperature!r}.")
@@ -178,8 +178,8 @@ class JudgeOptions:
             # A header cannot carry it (a token read from a file often ends with "\r\n"); never shown.
             raise ConfigError("token= holds a space, a line break or another control character: pass the token alone.")
         object.__setattr__(self, "prompts", Prompts.from_value(self.prompts))
-        _check_int("max_concurrency", self.max_concurrency, minimum=1)
-        _check_int("max_retries", self.max_retries, minimum=0)
+        check_int("max_concurrency", self.max_concurrency, minimum=1)
+        check_int("max_retries", self.max_retries, minimum=0)
         for name in ("timeout", "retry_backoff"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -234,7 +234,7 @@ class CoEvolOptions(JudgeOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_int("max_rounds", self.max_rounds, minimum=1)
+        check_int("max_rounds", self.max_rounds, minimum=1)
         _check_choice("pipeline", self.pipeline, tuple(PIPELINES))
         _check_layout(self)
 
@@ -361,7 +361,8 @@ def _check_layout(options: CoEvolOptions | PairwiseOptions) -> None:
     object.__setattr__(options, "columns", columns)
 
 
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
+def check_int(name: str, value: Any, *, minimum: int = 1) -> None:
+    """Raise `ConfigError` unless `value` is an int (not a bool) of at least `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, not {value!r}.")
 

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from .cache import RequestCache
 from .errors import CoEvolError, ConfigError
+from .options import check_int
 
 if TYPE_CHECKING:
     import ray.data
@@ -80,9 +81,8 @@ def refine_on_ray(
     `batch_size` is lowered so that every actor gets a batch. A coevol-hf error in an actor
     (`on_error="raise"`, every endpoint down) is raised here as itself.
     """
-    for name, value in (("concurrency", concurrency), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a whole number >= 1, not {value!r}.")
+    check_int("concurrency", concurrency)
+    check_int("batch_size", batch_size)
     if len(dataset) == 0:
         return RayRun(dataset, (0, 0, 0), 0.0)  # as datasets does: no LLM call, no new column
     ray = _import_ray()

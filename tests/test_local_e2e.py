@@ -120,6 +120,8 @@ def test_a_port_in_use_is_one_error_line(capsys: pytest.CaptureFixture) -> None:
     )
     with pytest.raises(ConfigError, match=r"port must be from 0 \(any free port\) to 65535, not 70000"):
         LocalServer(port=70000)
+    with pytest.raises(ConfigError, match=r"parallel must be an integer >= 1, not 0"):
+        LocalServer(parallel=0)
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

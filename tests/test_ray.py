@@ -159,7 +159,7 @@ def test_an_actors_error_reaches_the_caller_as_itself(ray_local: Any, server: TG
     with pytest.raises(RowError) as raised:
         refine_on_ray(Dataset.from_list(rows), refiner, concurrency=1, batch_size=3)
     assert str(raised.value).startswith("input: column 'output' must be a non-empty string") and "\n" not in str(raised.value)
-    with pytest.raises(ConfigError, match=r"concurrency must be a whole number >= 1, not 0"):
+    with pytest.raises(ConfigError, match=r"concurrency must be an integer >= 1, not 0"):
         refine_on_ray(Dataset.from_list(rows), refiner, concurrency=0)
 
 
