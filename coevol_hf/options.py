@@ -140,7 +140,7 @@ class JudgeOptions:
         "record", 'a row whose calls finally fail: `"record"` writes its error column and goes on; `"raise"` stops the run'
     )
     max_concurrency: int = option(64, "requests in flight per endpoint and process at most; also capped by the server's `max_concurrent_requests`", output=False)
-    timeout: float = option(600.0, "seconds per request, from sending to the last byte (of which 10, or half if less, to connect)", output=False)
+    timeout: float = option(600.0, "seconds per request, from connecting to the last byte (of which 10, or half if less, to connect)", output=False)
     max_retries: int = option(6, "retries of a call after 429, 5xx, timeouts, lost connections", output=False)
     retry_backoff: float = option(1.0, "first wait before a retry, in seconds, doubling with jitter", output=False)
     request_cache: bool = option(True, "keep every answered call on disk and reuse it", output=False)
@@ -174,9 +174,9 @@ class JudgeOptions:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, str) and value.strip()):
                 raise ConfigError(f"{name} must be a non-empty string or None, not {value!r}.")
-        if self.token is not None and (not self.token.isprintable() or " " in self.token):
+        if self.token is not None and not is_header_safe(self.token):
             # A header cannot carry it (a token read from a file often ends with "\r\n"); never shown.
-            raise ConfigError("token= holds a space, a line break or another control character: pass the token alone.")
+            raise ConfigError("token= holds a space, a line break, a control or non-ASCII character: pass the token alone.")
         object.__setattr__(self, "prompts", Prompts.from_value(self.prompts))
         check_int("max_concurrency", self.max_concurrency, minimum=1)
         check_int("max_retries", self.max_retries, minimum=0)
@@ -315,14 +315,21 @@ def markdown_table(options: type[JudgeOptions]) -> str:
 # -- checks -------------------------------------------------------------------------------------
 
 
+def is_header_safe(value: str) -> bool:
+    """Printable ASCII without spaces: what a token must be to travel in a header."""
+    return value.isascii() and value.isprintable() and " " not in value
+
+
 def is_http_url(url: object, schemes: tuple[str, ...] = ("http", "https")) -> bool:
-    """A URL of one of `schemes` with a host, and a port number up to 65535 if it gives one."""
-    if not isinstance(url, str) or "://" not in url:
+    """An ASCII URL of one of `schemes` with a host a resolver can be asked for (IDNA), and a
+    port number up to 65535 if it gives one."""
+    if not isinstance(url, str) or "://" not in url or not url.isascii():
         return False
     parts = urlsplit(url)
     try:
         parts.port  # noqa: B018  # raises for a port that is not a number up to 65535
-    except ValueError:
+        (parts.hostname or "").encode("idna")  # raises for an empty label ("tgi..internal")
+    except (ValueError, UnicodeError):
         return False
     return parts.scheme in schemes and bool(parts.hostname)
 
@@ -336,7 +343,7 @@ def _endpoints(value: Any, where: str = "endpoint") -> tuple[str, ...]:
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"{where} must be an http:// or https:// URL (or a list of them), not {endpoint!r}.")
         if not is_http_url(endpoint):
-            raise ConfigError(f"{where} {endpoint!r} needs a host, and a port number up to 65535 if it gives one.")
+            raise ConfigError(f"{where} {endpoint!r} needs a valid host name, a port number up to 65535 if it gives one, and ASCII only (percent-encode the rest).")
         if "@" in urlsplit(endpoint).netloc:
             # A URL is printed in logs, errors and cards; a secret must not ride in it.
             raise ConfigError(f"{where} URLs must not carry credentials (user:password@); pass token= instead.")

@@ -500,6 +500,13 @@ def test_the_saved_token_goes_only_to_hugging_face_api_hosts_over_https(monkeypa
     assert auth_headers(url, None) == ({"authorization": f"Bearer {sent}"} if sent else {})
 
 
+def test_a_saved_token_no_header_can_carry_is_refused_before_any_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_tok€n")
+    with pytest.raises(ConfigError, match=r"^The saved Hugging Face token holds .* non-ASCII character: log in again") as caught:
+        auth_headers("https://router.huggingface.co/v1", None)
+    assert "hf_tok" not in str(caught.value)
+
+
 @pytest.mark.parametrize(
     "url",
     ["https://someone-demo.hf.space", "https://abc.endpoints.huggingface.cloud", "https://tgi.example.com", "http://127.0.0.1:8080", "http://[::1]:8080", "http://localhost:80"],

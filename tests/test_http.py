@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import shutil
+import socket
 import ssl
+import struct
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,10 +36,12 @@ ANSWER = b'{"text": "hello"}'
 @dataclasses.dataclass
 class Reply:
     """What a raw server writes for one request: `parts` one after another (a pause between
-    them, so each arrives on its own), then, with `close`, the end of the connection."""
+    them, so each arrives on its own), then, with `close`, the end of the connection (with
+    `reset`, a TCP reset instead of an orderly end)."""
 
     parts: list[bytes]
     close: bool = False
+    reset: bool = False
 
 
 def with_length(body: bytes = ANSWER, *, extra: bytes = b"") -> Reply:
@@ -63,9 +69,16 @@ class SocketServer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._loop.call_soon_threadsafe(self._server.close)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _stop(self) -> None:
+        self._server.close()
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -80,9 +93,11 @@ class RawServer(SocketServer):
         self.script = script
         self.received: list[Received] = []
         self.connections = 0
+        self.open_connections = 0
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.open_connections += 1
         number = self.connections
         try:
             while True:
@@ -98,11 +113,16 @@ class RawServer(SocketServer):
                     writer.write(part)
                     await writer.drain()
                     await asyncio.sleep(0.02)
-                if reply.close:
+                if reply.reset:
+                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                if reply.close or reply.reset:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
-        writer.close()
+        finally:
+            writer.close()
+            self.open_connections -= 1
 
 
 def requests(url: str, count: int = 1, *, cap: int = 1 << 20, timeout: float = 5.0, pause: float = 0.0) -> list[Response | Failure]:
@@ -187,6 +207,76 @@ def test_a_server_that_never_answers_fails_the_call_after_one_new_connection() -
     assert (second.kind, second.outcome) == ("connection", Outcome.LOST)
     assert "closed it without answering" in str(second)
     assert len(server.received) == 3  # the first call; the second on the kept connection, then once on a new one
+
+
+def test_a_request_the_server_held_then_dropped_is_not_sent_again() -> None:
+    # Dropped after longer than a stale connection's end takes: the server may have begun on it.
+    def script(received: Received) -> Reply | None:
+        if received is server.received[0]:
+            return with_length()
+        time.sleep(1.5)  # the server's own loop: nothing else is served meanwhile
+        return None
+
+    with RawServer(script) as server:
+        first, second = requests(server.url, 2)
+    assert first.body == ANSWER
+    assert (second.kind, second.outcome, len(server.received)) == ("connection", Outcome.LOST, 2)
+
+
+def test_a_server_hanging_up_on_every_new_connection_fails_each_call_at_once() -> None:
+    # As a container's port proxy does while the server behind it starts: not a slow answer.
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def hang_up() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                listener.accept()[0].close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        failures = requests(f"http://127.0.0.1:{listener.getsockname()[1]}", 10, timeout=2.0)
+    finally:
+        listener.close()
+    assert {(f.kind, f.outcome) for f in failures} == {("connection", Outcome.LOST)}
+
+
+def test_a_reset_before_the_end_of_an_answer_framed_by_the_end_is_no_answer() -> None:
+    reply = Reply([b"HTTP/1.0 200 OK\r\n\r\n", b'{"text": "The answer is 4'], reset=True)
+    with RawServer(lambda received: reply) as server:
+        (failure,) = requests(server.url)
+    assert isinstance(failure, Failure) and (failure.kind, failure.outcome) == ("connection", Outcome.LOST)
+
+
+def test_an_answer_with_both_a_length_and_chunks_retires_its_connection() -> None:
+    reply = Reply([b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n11\r\n{"text": "hello"}\r\n0\r\n\r\n'])
+    with RawServer(lambda received: reply) as server:
+        responses = requests(server.url, 2)
+    assert [r.body for r in responses] == [ANSWER, ANSWER]
+    assert server.connections == 2
+
+
+def test_each_event_loop_closes_its_own_connections() -> None:
+    # Two loops, in two threads, take turns on one Http; each closes what it opened.
+    http = Http(5.0)
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+
+    def on(loop: asyncio.AbstractEventLoop, work: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(work, loop).result(10)
+
+    with RawServer(lambda received: with_length()) as server:
+        for _ in range(3):
+            for loop in loops:
+                assert on(loop, http.request("GET", server.url + "/info", {}, cap=1024)).body == ANSWER
+        assert server.connections == 2  # one per loop, each kept alive across the turns
+        for loop in loops:
+            on(loop, http.aclose())
+        time.sleep(0.2)
+        assert server.open_connections == 0
+    for loop in loops:
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def test_bytes_after_an_answer_retire_its_connection() -> None:

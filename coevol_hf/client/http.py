@@ -14,8 +14,9 @@ on one bad server:
   slow answer;
 - a reply larger than its cap is refused, never read into memory;
 - a failed TLS handshake is named as such, with its cause chained, never as "cannot reach";
-- a kept-alive connection the server closed while it was idle is replaced, once, when not a
-  byte of the answer came back on it;
+- a kept-alive connection the server had closed while it was idle (its end arriving as the
+  request is sent, with not a byte of answer) is replaced once; a request the server held and
+  then dropped is never sent again by this module;
 - `HTTP(S)_PROXY` / `NO_PROXY` are honoured, never for a loopback host, and `~/.netrc` is never read.
 """
 
@@ -29,6 +30,7 @@ import functools
 import ipaddress
 import os
 import ssl
+import time
 import urllib.request
 from typing import Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -42,6 +44,9 @@ CONNECT_TIMEOUT = 10.0
 _MAX_HEAD = 64 << 10  # status line and headers; TGI's are a few hundred bytes
 _MAX_CHUNK_LINE = 4 << 10
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
+# A kept-alive connection that ends this soon after a request, unanswered, was closed by the
+# server while idle (the end crossed the request); later, the server may have started on it.
+_STALE_WINDOW = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +94,9 @@ class Http:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = deadline(timeout)
-        self._idle: dict[tuple[str, str, int, str | None], list[_Connection]] = {}
+        # Idle connections by loop, then by route key: a connection serves only its own loop.
+        self._idle: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, int, str | None], list[_Connection]]] = {}
         self._routes: dict[tuple[str, str | None], _Route] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(
         self,
@@ -106,47 +111,57 @@ class Http:
     ) -> Response:
         """One request, without redirects, read to the end within the timeout; raises `Failure`."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._idle, self._loop = {}, loop
         timeout = timeout or self.timeout
         expires = loop.time() + timeout.total
         route = self._routes.get((url, proxy)) or self._route(url, proxy)
         message = route.message(method, headers, body)
-        idle = self._idle.get(route.key)
+        idle = (self._idle.get(loop) or self._pool_for(loop)).setdefault(route.key, [])
         while idle:
             connection = idle.pop()
-            if not connection.closed:
-                try:
-                    return await self._exchange(route, connection, message, cap, expires, timeout)
-                except _Unanswered:
-                    break  # the server closed it while it was idle: once more, on a new connection
-        connection = await _open(route, timeout)
+            if connection.closed:
+                continue
+            try:
+                return await self._exchange(idle, connection, message, cap, expires, timeout)
+            except _Unanswered as err:
+                if not err.stale:
+                    raise Failure("connection", f"the connection failed ({err})", Outcome.LOST) from None
+                break  # closed by the server while idle: once more, on a new connection
+        connection = await _open(route, min(timeout.connect, expires - loop.time()))
         try:
-            return await self._exchange(route, connection, message, cap, expires, timeout)
+            return await self._exchange(idle, connection, message, cap, expires, timeout)
         except _Unanswered as err:
             raise Failure("connection", f"the connection failed ({err})", Outcome.LOST) from None
 
     async def aclose(self) -> None:
-        if self._loop is asyncio.get_running_loop():
-            for connections in self._idle.values():
-                for connection in connections:
-                    connection.close()
-            await asyncio.sleep(0)  # lets the transports close their sockets before the loop ends
-        self._idle = {}
+        """Close this loop's idle connections (those of other loops are left to them)."""
+        for connections in self._idle.pop(asyncio.get_running_loop(), {}).values():
+            for connection in connections:
+                connection.close()
+        await asyncio.sleep(0)  # lets the transports close their sockets before the loop ends
+
+    def _pool_for(self, loop: asyncio.AbstractEventLoop) -> dict[tuple[str, str, int, str | None], list[_Connection]]:
+        """A new loop's pool; the pools of loops closed since are let go (nothing can close their sockets now)."""
+        for closed in [other for other in self._idle if other.is_closed()]:
+            del self._idle[closed]
+        pool = self._idle[loop] = {}
+        return pool
 
     def _route(self, url: str, proxy: str | None) -> _Route:
         route = self._routes[url, proxy] = _Route.of(url, proxy)
         return route
 
-    async def _exchange(self, route: _Route, connection: _Connection, message: bytes, cap: int, expires: float, timeout: Deadline) -> Response:
+    @staticmethod
+    async def _exchange(idle: list[_Connection], connection: _Connection, message: bytes, cap: int, expires: float, timeout: Deadline) -> Response:
+        """One request and its answer on `connection`, which goes back to `idle` if it can carry another."""
         answer = _Answer(cap)
         try:
             await connection.exchange(message, answer, expires)
         except asyncio.TimeoutError:
             raise Failure("timeout", f"no complete answer within {timeout.total:g} s", Outcome.LOST) from None
         finally:
-            if answer.reusable and not connection.closed:
-                self._idle.setdefault(route.key, []).append(connection)
+            # Not while part of the request is unsent: the server answered early and may not read on.
+            if answer.reusable and not connection.closed and connection.transport.get_write_buffer_size() == 0:
+                idle.append(connection)
             else:
                 connection.close()
         return Response(answer.status, answer.headers, answer.body)
@@ -188,10 +203,10 @@ class _Route:
         return cls(key, proxy_host, proxy_port, None, None, authorization, f"{absolute} HTTP/1.1\r\nHost: {host_header}\r\n{authorization}")
 
     def message(self, method: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
+        """The request's bytes. Header values are checked where they are made (a token in
+        options.py, the saved token in server.py): printable ASCII, no line break."""
         lines = [method, " ", self.start]
         for name, value in headers.items():
-            if "\n" in value or "\r" in value:
-                raise ValueError(f"the {name} header holds a line break")
             lines += (name, ": ", value, "\r\n")
         if body is not None:
             lines += ("Content-Length: ", str(len(body)), "\r\n")
@@ -200,11 +215,13 @@ class _Route:
         return head + body if body else head
 
 
-async def _open(route: _Route, timeout: Deadline) -> _Connection:
+async def _open(route: _Route, within: float) -> _Connection:
     try:
-        return await asyncio.wait_for(_connect(route), timeout.connect)
+        if within <= 0:
+            raise asyncio.TimeoutError
+        return await asyncio.wait_for(_connect(route), within)
     except asyncio.TimeoutError:
-        raise Failure("connection", f"no connection within {timeout.connect:g} s", Outcome.REFUSED) from None
+        raise Failure("connection", f"no connection within {max(within, 0):g} s", Outcome.REFUSED) from None
     except ssl.SSLError as err:  # before OSError, which it also is
         raise Failure("tls", f"the TLS handshake failed ({type(err).__name__}: {err})", Outcome.REFUSED) from err
     except OSError as err:
@@ -235,6 +252,7 @@ async def _connect(route: _Route) -> _Connection:
 
 @functools.lru_cache(maxsize=4)
 def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    # The arguments are the cache key only: OpenSSL reads both variables as the context is made.
     return ssl.create_default_context()
 
 
@@ -244,7 +262,12 @@ def _tls_context() -> ssl.SSLContext:
 
 
 class _Unanswered(Exception):
-    """The connection closed before a byte of the answer came back."""
+    """The connection ended before a byte of the answer came back; `stale`: at once, as a
+    connection the server had closed while idle does."""
+
+    def __init__(self, message: str, *, stale: bool) -> None:
+        super().__init__(message)
+        self.stale = stale
 
 
 class _Connection(asyncio.Protocol):
@@ -255,14 +278,18 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._answer: _Answer | None = None
         self._done: asyncio.Future[None] | None = None
+        self._sent_at = 0.0
 
     async def exchange(self, message: bytes, answer: _Answer, expires: float | None) -> None:
         """Send `message` and read `answer` until it is complete; raises `Failure`, `_Unanswered`
         or `asyncio.TimeoutError` (at loop time `expires`)."""
+        if self.closed:  # the server ended it between connecting and now: the request would be lost
+            raise _Unanswered("closed before the request was sent", stale=True)
         loop = asyncio.get_running_loop()
         self._answer, self._done = answer, loop.create_future()
         timer = loop.call_at(expires, self._fail, asyncio.TimeoutError()) if expires is not None else None
         try:
+            self._sent_at = time.monotonic()
             self.transport.write(message)
             await self._done
         finally:
@@ -297,12 +324,13 @@ class _Connection(asyncio.Protocol):
 
     def _end(self, exc: Exception | None) -> None:
         answer, done = self._answer, self._done
-        if answer is None or done is None or done.done():
+        if answer is None or done.done():
             return
-        if answer.ends_at_close():
+        if answer.ends_at_close() and exc is None:
             done.set_result(None)
         elif not answer.started:
-            done.set_exception(_Unanswered(f"{type(exc).__name__}: {exc}" if exc else "the server closed it without answering"))
+            stale = time.monotonic() - self._sent_at < _STALE_WINDOW
+            done.set_exception(_Unanswered(f"{type(exc).__name__}: {exc}" if exc else "the server closed it without answering", stale=stale))
         else:
             cause = f"{type(exc).__name__}: {exc}" if exc else "the server closed it mid-answer"
             done.set_exception(Failure("connection", f"the connection failed ({cause})", Outcome.LOST))
@@ -341,23 +369,18 @@ class _Answer:
     def feed(self, data: bytes) -> bool:
         """Take the bytes that arrived; True once the answer is complete."""
         self.started = True
-        if self._framing == "length" and not self._buffer:
+        if self._framing == "head":
+            self._buffer += data
+            if not self._read_head():
+                return False
+            data = bytes(self._buffer)  # what came after the head
+            self._buffer.clear()
+        if self._framing == "length":
             return self._take_length(data)
         if self._framing == "close":
             self._add(data)
             return False
         self._buffer += data
-        if self._framing == "head" and not self._read_head():
-            return False
-        if self._framing == "length":
-            rest = bytes(self._buffer)
-            self._buffer.clear()
-            return self._take_length(rest)
-        if self._framing == "close":
-            rest = bytes(self._buffer)
-            self._buffer.clear()
-            self._add(rest)
-            return False
         return self._take_chunks()
 
     def ends_at_close(self) -> bool:
@@ -388,11 +411,13 @@ class _Answer:
             name, value = name.lower(), value.strip()
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
         self._keep_alive = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
-        length = headers.get("content-length")
+        length, coding = headers.get("content-length"), headers.get("transfer-encoding")
         if self.bodiless or self.status in (204, 304):
             self._framing, self._remaining = "length", 0
-        elif "chunked" in headers.get("transfer-encoding", "").lower():
-            self._framing = "chunk-size"
+        elif coding is not None:  # it overrides a Content-Length, and the two together make a suspect answer
+            chunked = coding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+            self._framing = "chunk-size" if chunked else "close"
+            self._keep_alive = self._keep_alive and chunked and length is None
         elif length is not None:
             if not (length.isascii() and length.isdigit()):
                 raise _malformed(f"its Content-Length is {length[:30]!r}")

@@ -22,7 +22,7 @@ from typing import Any, Literal, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, EndpointError
-from ..options import Sampling
+from ..options import Sampling, is_header_safe
 from .http import Failure, Http, deadline, is_loopback, proxy_for
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ def auth_headers(endpoint: str, token: str | None) -> dict[str, str]:
         from huggingface_hub import get_token
 
         saved = get_token()
+        if saved and not is_header_safe(saved):
+            raise ConfigError("The saved Hugging Face token holds a space, a line break, a control or non-ASCII character: log in again (`hf auth login`), or pass token=.")
         if saved:
             return {"authorization": f"Bearer {saved}"}
     return {}
