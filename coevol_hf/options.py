@@ -321,9 +321,9 @@ def is_header_safe(value: str) -> bool:
 
 
 def is_http_url(url: object, schemes: tuple[str, ...] = ("http", "https")) -> bool:
-    """An ASCII URL of one of `schemes` with a host a resolver can be asked for (IDNA), and a
-    port number up to 65535 if it gives one."""
-    if not isinstance(url, str) or "://" not in url or not url.isascii():
+    """A URL of one of `schemes` in printable ASCII without spaces, with a host a resolver can be
+    asked for (IDNA), and a port number up to 65535 if it gives one."""
+    if not isinstance(url, str) or "://" not in url or not url.isascii() or not url.isprintable() or " " in url:
         return False
     parts = urlsplit(url)
     try:
@@ -343,7 +343,7 @@ def _endpoints(value: Any, where: str = "endpoint") -> tuple[str, ...]:
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ConfigError(f"{where} must be an http:// or https:// URL (or a list of them), not {endpoint!r}.")
         if not is_http_url(endpoint):
-            raise ConfigError(f"{where} {endpoint!r} needs a valid host name, a port number up to 65535 if it gives one, and ASCII only (percent-encode the rest).")
+            raise ConfigError(f"{where} {endpoint!r} needs a valid host name, a port number up to 65535 if it gives one, and printable ASCII without spaces (percent-encode the rest).")
         if "@" in urlsplit(endpoint).netloc:
             # A URL is printed in logs, errors and cards; a secret must not ride in it.
             raise ConfigError(f"{where} URLs must not carry credentials (user:password@); pass token= instead.")

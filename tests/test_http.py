@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import dataclasses
 import shutil
 import socket
@@ -23,10 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from test_client_session import call, session_of
+from test_client_session import call, outcomes, session_of
 from tgi_server import TGIServer
 
-from coevol_hf.client.http import Failure, Http, Response
+from coevol_hf.client.http import Failure, Http, Response, proxy_for
 from coevol_hf.client.pool import Outcome
 from coevol_hf.errors import ConfigError, EndpointError
 
@@ -182,6 +183,8 @@ def test_one_connection_carries_every_call_in_turn() -> None:
     assert server.connections == 1
     assert server.received[0].head.startswith("GET /info HTTP/1.1\r\nHost: 127.0.0.1:")
     assert "accept: application/json\r\n" in server.received[0].head
+    # Some firewalls refuse a request without a User-Agent; nothing here decompresses an answer.
+    assert "User-Agent: coevol-hf/" in server.received[0].head and "Accept-Encoding: identity\r\n" in server.received[0].head
 
 
 def test_a_connection_the_server_closed_while_idle_costs_no_failed_call() -> None:
@@ -237,7 +240,9 @@ def test_a_server_hanging_up_on_every_new_connection_fails_each_call_at_once() -
         failures = requests(f"http://127.0.0.1:{listener.getsockname()[1]}", 10, timeout=2.0)
     finally:
         listener.close()
-    assert {(f.kind, f.outcome) for f in failures} == {("connection", Outcome.LOST)}
+    # Ended before the request went out (refused: nothing was sent), or just after it (lost).
+    assert {f.kind for f in failures} == {"connection"}
+    assert {f.outcome for f in failures} <= {Outcome.REFUSED, Outcome.LOST}
 
 
 def test_a_reset_before_the_end_of_an_answer_framed_by_the_end_is_no_answer() -> None:
@@ -292,6 +297,9 @@ BROKEN = {
     "a bad length": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n"]), "bad_response", Outcome.ERROR, "its Content-Length is '-5'"),
     "cut short": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"text\""], close=True), "connection", Outcome.LOST, "closed it mid-answer"),
     "larger than the cap": (with_length(b"x" * 5000), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
+    # Refused by its head: no byte of the body is sent, so waiting for it would end at the deadline.
+    "a length larger than the cap, unsent": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"]), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
+    "a length of 5,000 digits": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"]), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
     "chunks larger than the cap": (Reply([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"] + [b"400\r\n" + b"x" * 1024 + b"\r\n"] * 5), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
 }
 
@@ -339,9 +347,9 @@ def test_calls_over_https_to_a_certificate_trusted_by_ssl_cert_file(certificate:
 class ForwardingProxy(SocketServer):
     """An HTTP proxy that sends every request, and every CONNECT tunnel, to one upstream port on
     127.0.0.1 (whatever host was asked for: no name is ever resolved). It records what it was
-    sent in clear, and answers 407 to tunnels when `refuse`."""
+    sent in clear, and answers 407 to the requests and tunnels `refuse` picks by their head."""
 
-    def __init__(self, upstream_port: int, *, refuse: bool = False) -> None:
+    def __init__(self, upstream_port: int, *, refuse: Callable[[str], bool] = lambda head: False) -> None:
         super().__init__()
         self.upstream_port, self.refuse = upstream_port, refuse
         self.heads: list[str] = []
@@ -355,7 +363,7 @@ class ForwardingProxy(SocketServer):
             return
         self.heads.append(head.decode("latin-1"))
         tunnel = head.startswith(b"CONNECT ")
-        if tunnel and self.refuse:
+        if self.refuse(head.decode("latin-1")):
             writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
             writer.close()
             return
@@ -418,10 +426,115 @@ def test_calls_to_an_https_endpoint_go_through_a_proxy_tunnel_that_never_sees_th
 
 
 def test_a_proxy_refusing_the_tunnel_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with ForwardingProxy(9, refuse=True) as proxy:
+    with ForwardingProxy(9, refuse=lambda head: True) as proxy:
         use_proxy(monkeypatch, f"http://127.0.0.1:{proxy.port}")
         with pytest.raises(EndpointError, match=rf"the proxy 127.0.0.1:{proxy.port} refused a tunnel to tgi.test:443 \(HTTP 407\)"):
             session_of("https://tgi.test", tmp_path).server()
+
+
+def test_a_proxy_asking_for_credentials_stops_the_run_with_what_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with TGIServer() as server, ForwardingProxy(int(server.url.rsplit(":", 1)[1]), refuse=lambda head: head.startswith("POST")) as proxy:
+        use_proxy(monkeypatch, f"http://127.0.0.1:{proxy.port}")
+        session = session_of("http://tgi.test:" + server.url.rsplit(":", 1)[1], tmp_path, max_retries=0)
+        session.server()  # its GETs go through
+        results = outcomes(session, [f"call {i}" for i in range(5)])
+    assert [type(r).__name__ for r in results] == ["RowError", "RowError", "EndpointError"]
+    assert "the last 3 calls all failed with proxy: HTTP 407" in str(results[-1])
+    assert "Check the credentials in HTTP_PROXY / HTTPS_PROXY, or add the endpoint's host to NO_PROXY." in str(results[-1])
+    assert server.calls == []
+
+
+def test_a_probe_through_a_proxy_asking_for_credentials_says_what_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with ForwardingProxy(9, refuse=lambda head: True) as proxy:
+        use_proxy(monkeypatch, f"http://127.0.0.1:{proxy.port}")
+        with pytest.raises(EndpointError, match=r"^http://tgi.test/info: the proxy answered 407 \(Proxy Authentication Required\)\. Check the credentials"):
+            session_of("http://tgi.test", tmp_path).server()
+
+
+def test_the_tunnels_certificate_is_checked_against_the_endpoints_name(certificate: ssl.SSLContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The certificate names tgi.test and 127.0.0.1, the proxy's address, but not other.test.
+    with TGIServer(ssl_context=certificate) as server, ForwardingProxy(int(server.url.rsplit(":", 1)[1])) as proxy:
+        use_proxy(monkeypatch, f"http://127.0.0.1:{proxy.port}")
+        with pytest.raises(EndpointError, match=r"the TLS handshake failed \(SSLCertVerificationError: .*Hostname mismatch"):
+            session_of("https://other.test:" + server.url.rsplit(":", 1)[1], tmp_path).server()
+        assert server.probes == []
+
+
+def test_a_proxy_that_never_answers_the_tunnel_request_is_a_connection_failure() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+
+    async def main() -> Failure:
+        http = Http(2.0)
+        try:
+            await http.request("GET", "https://tgi.test/info", {}, cap=1024, proxy=f"http://127.0.0.1:{listener.getsockname()[1]}")
+        except Failure as failure:
+            return failure
+        finally:
+            await http.aclose()
+
+    try:
+        failure = asyncio.run(main())
+    finally:
+        for sock in (*held, listener):
+            sock.close()
+    assert (failure.kind, failure.outcome, str(failure)) == ("connection", Outcome.REFUSED, "connection: no connection within 1 s")
+
+
+def test_no_proxy_keeps_its_hosts_off_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_proxy(monkeypatch, "http://127.0.0.1:3128")
+    monkeypatch.setenv("NO_PROXY", "tgi.test,.internal")
+    assert [proxy_for(url) for url in ("https://tgi.test", "http://gpu.internal:8080", "https://other.test")] == [None, None, "http://127.0.0.1:3128"]
+
+
+def test_a_server_requiring_a_client_certificate_is_a_tls_failure(certificate: ssl.SSLContext, tmp_path: Path) -> None:
+    # TLS 1.3 refuses a missing client certificate after the client's side of the handshake,
+    # when the client may already have sent its request.
+    certificate.verify_mode = ssl.CERT_REQUIRED
+    certificate.load_verify_locations(os.environ["SSL_CERT_FILE"])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def refuse_without_certificate() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                tls = certificate.wrap_socket(listener.accept()[0], server_side=True, do_handshake_on_connect=False)
+                with contextlib.suppress(ssl.SSLError):
+                    tls.do_handshake()  # sends the alert
+                connection = socket.socket(fileno=tls.detach())
+                connection.shutdown(socket.SHUT_WR)  # what the client sent is drained first: no reset
+                connection.settimeout(5)
+                while connection.recv(65536):
+                    pass
+                connection.close()
+
+    threading.Thread(target=refuse_without_certificate, daemon=True).start()
+    try:
+        with pytest.raises(EndpointError, match=r"the TLS handshake failed \(SSLError: .*CERTIFICATE_REQUIRED") as caught:
+            session_of(f"https://127.0.0.1:{listener.getsockname()[1]}", tmp_path).server()
+    finally:
+        listener.close()
+    assert "Start the server" not in str(caught.value)
+
+
+def test_closing_leaves_no_tls_connection_open(certificate: ssl.SSLContext) -> None:
+    with TGIServer(ssl_context=certificate) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+
+        async def main() -> None:
+            http = Http(5.0)
+            for _ in range(2):
+                assert (await http.request("GET", server.url + "/info", {}, cap=1 << 20)).status == 200
+            await http.aclose()
+
+        asyncio.run(main())
+        assert established_to(port) == 0  # the sockets closed with the loop, not later by the garbage collector
+
+
+def established_to(port: int) -> int:
+    """This machine's TCP connections to `port` that are open (Linux's /proc/net/tcp)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in lines if line.split()[2].endswith(f":{port:04X}") and line.split()[3] == "01")
 
 
 @pytest.mark.parametrize("proxy", ["socks5://127.0.0.1:1080", "https://127.0.0.1:3128", "http://127.0.0.1:99999", "http://someone:secret@:3128"])

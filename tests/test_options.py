@@ -15,10 +15,11 @@ from coevol_hf import CoEvol, ConfigError, Prompts
         ({"api": "generate"}, "needs chat_template="),
         ({"chat_template": "{{ x }}"}, "only used with api='generate'"),
         ({"endpoint": "gpu-box:8080"}, "must be an http:// or https:// URL"),
-        ({"endpoint": "http://:8080"}, r"endpoint 'http://:8080' needs a valid host name, a port number up to 65535 if it gives one, and ASCII only"),
+        ({"endpoint": "http://:8080"}, r"endpoint 'http://:8080' needs a valid host name, a port number up to 65535 if it gives one, and printable ASCII without spaces"),
         ({"endpoint": "http://gpu-box:80800"}, r"endpoint 'http://gpu-box:80800' needs a valid host name, a port number up to 65535"),
         ({"endpoint": "http://tgi..internal:8080"}, r"endpoint 'http://tgi..internal:8080' needs a valid host name"),
-        ({"endpoint": "http://127.0.0.1:8080/модель"}, r"needs a valid host name, .* and ASCII only \(percent-encode the rest\)"),
+        ({"endpoint": "http://127.0.0.1:8080/модель"}, r"needs a valid host name, .* and printable ASCII without spaces \(percent-encode the rest\)"),
+        ({"endpoint": "http://127.0.0.1:8080/a b"}, r"needs a valid host name, .* without spaces"),
         ({"max_concurrency": 0}, "max_concurrency must be an integer >= 1"),
         ({"timeout": float("nan")}, "timeout must be a finite positive number of seconds, not nan"),
         # Read from a file with CRLF line endings; the message never shows the token.

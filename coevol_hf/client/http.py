@@ -14,10 +14,14 @@ on one bad server:
   slow answer;
 - a reply larger than its cap is refused, never read into memory;
 - a failed TLS handshake is named as such, with its cause chained, never as "cannot reach";
-- a kept-alive connection the server had closed while it was idle (its end arriving as the
-  request is sent, with not a byte of answer) is replaced once; a request the server held and
-  then dropped is never sent again by this module;
+- a kept-alive connection the server had closed while it was idle (its end arriving within a
+  second of the request, with not a byte of answer) is replaced once; a request the server
+  held longer and then dropped is never sent again by this module;
 - `HTTP(S)_PROXY` / `NO_PROXY` are honoured, never for a loopback host, and `~/.netrc` is never read.
+
+Over TLS, an answer framed by the connection's end (no length, no chunks: HTTP/1.0 style, which
+no LLM server sends) is taken as complete however the connection ends, as asyncio reports a
+missing close_notify as an orderly end; cut short, its JSON fails to parse.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import urllib.request
 from typing import Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from .. import __version__
 from ..errors import ConfigError
 from ..options import is_http_url
 from .pool import Outcome
@@ -42,6 +47,8 @@ from .pool import Outcome
 T = TypeVar("T")
 CONNECT_TIMEOUT = 10.0
 _MAX_HEAD = 64 << 10  # status line and headers; TGI's are a few hundred bytes
+# Some firewalls refuse requests without a User-Agent; identity: this client decompresses nothing.
+_FIXED_HEADERS = f"User-Agent: coevol-hf/{__version__}\r\nAccept-Encoding: identity\r\n"
 _MAX_CHUNK_LINE = 4 << 10
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 # A kept-alive connection that ends this soon after a request, unanswered, was closed by the
@@ -127,13 +134,15 @@ class Http:
                     raise Failure("connection", f"the connection failed ({err})", Outcome.LOST) from None
                 break  # closed by the server while idle: once more, on a new connection
         connection = await _open(route, min(timeout.connect, expires - loop.time()))
+        if connection.closed:  # ended by the server as it was accepted: the request was never sent
+            raise Failure("connection", "the server ended the connection before the request was sent", Outcome.REFUSED)
         try:
             return await self._exchange(idle, connection, message, cap, expires, timeout)
         except _Unanswered as err:
             raise Failure("connection", f"the connection failed ({err})", Outcome.LOST) from None
 
     async def aclose(self) -> None:
-        """Close this loop's idle connections (those of other loops are left to them)."""
+        """Close this loop's idle connections at once (those of other loops are left to them)."""
         for connections in self._idle.pop(asyncio.get_running_loop(), {}).values():
             for connection in connections:
                 connection.close()
@@ -189,7 +198,7 @@ class _Route:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = (parts.scheme, host, port, proxy)
         if proxy is None:
-            return cls(key, host, port, host if secure else None, None, "", f"{path} HTTP/1.1\r\nHost: {host_header}\r\n")
+            return cls(key, host, port, host if secure else None, None, "", f"{path} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}")
         via = urlsplit(proxy)
         authorization = ""
         if via.username is not None:
@@ -198,9 +207,9 @@ class _Route:
         proxy_host, proxy_port = via.hostname or "", via.port or 80
         if secure:  # the proxy sees only the tunnel's address; the request inside it is the server's
             tunnel = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            return cls(key, proxy_host, proxy_port, host, tunnel, authorization, f"{path} HTTP/1.1\r\nHost: {host_header}\r\n")
+            return cls(key, proxy_host, proxy_port, host, tunnel, authorization, f"{path} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}")
         absolute = f"http://{host_header}{path}"
-        return cls(key, proxy_host, proxy_port, None, None, authorization, f"{absolute} HTTP/1.1\r\nHost: {host_header}\r\n{authorization}")
+        return cls(key, proxy_host, proxy_port, None, None, authorization, f"{absolute} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}{authorization}")
 
     def message(self, method: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
         """The request's bytes. Header values are checked where they are made (a token in
@@ -242,7 +251,8 @@ async def _connect(route: _Route) -> _Connection:
         except _Unanswered as err:
             raise ConnectionError(f"the proxy {route.host}:{route.port} closed the connection ({err})") from None
         if not 200 <= answer.status < 300:
-            raise Failure("connection", f"the proxy {route.host}:{route.port} refused a tunnel to {route.tunnel} (HTTP {answer.status})", Outcome.REFUSED)
+            refusal = f"the proxy {route.host}:{route.port} refused a tunnel to {route.tunnel} (HTTP {answer.status})"
+            raise Failure("proxy", refusal, Outcome.REFUSED, retryable=False, systematic=True)
         connection.transport = await loop.start_tls(connection.transport, connection, _tls_context(), server_hostname=route.tls_host)
     except BaseException:
         connection.close()
@@ -283,8 +293,6 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, message: bytes, answer: _Answer, expires: float | None) -> None:
         """Send `message` and read `answer` until it is complete; raises `Failure`, `_Unanswered`
         or `asyncio.TimeoutError` (at loop time `expires`)."""
-        if self.closed:  # the server ended it between connecting and now: the request would be lost
-            raise _Unanswered("closed before the request was sent", stale=True)
         loop = asyncio.get_running_loop()
         self._answer, self._done = answer, loop.create_future()
         timer = loop.call_at(expires, self._fail, asyncio.TimeoutError()) if expires is not None else None
@@ -328,6 +336,8 @@ class _Connection(asyncio.Protocol):
             return
         if answer.ends_at_close() and exc is None:
             done.set_result(None)
+        elif not answer.started and isinstance(exc, ssl.SSLError):  # refused after the handshake (a client certificate required)
+            done.set_exception(Failure("tls", f"the TLS handshake failed ({type(exc).__name__}: {exc})", Outcome.REFUSED))
         elif not answer.started:
             stale = time.monotonic() - self._sent_at < _STALE_WINDOW
             done.set_exception(_Unanswered(f"{type(exc).__name__}: {exc}" if exc else "the server closed it without answering", stale=stale))
@@ -341,8 +351,9 @@ class _Connection(asyncio.Protocol):
         self.close()
 
     def close(self) -> None:
+        """At once: no TLS close_notify exchange, which a loop ending next would cut short."""
         self.closed = True
-        self.transport.close()
+        self.transport.abort()
 
 
 class _Answer:
@@ -421,9 +432,9 @@ class _Answer:
         elif length is not None:
             if not (length.isascii() and length.isdigit()):
                 raise _malformed(f"its Content-Length is {length[:30]!r}")
-            self._framing, self._remaining = "length", int(length)
-            if self._remaining > self.cap:
+            if len(length) > 18 or int(length) > self.cap:  # 18 digits: below int()'s limit on long strings
                 raise _too_large(self.cap)
+            self._framing, self._remaining = "length", int(length)
         else:
             self._framing, self._keep_alive = "close", False
         return True

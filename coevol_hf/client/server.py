@@ -34,6 +34,7 @@ PROBE_TIMEOUT = 10.0
 _PROBE_DEADLINE = deadline(PROBE_TIMEOUT)
 _PROBE_CAP = 4 << 20  # a /v1/models listing of a large router fits many times over
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's reading of HF_HUB_OFFLINE
+PROXY_HINT = "Check the credentials in HTTP_PROXY / HTTPS_PROXY, or add the endpoint's host to NO_PROXY."
 
 
 def model_identity(model_id: str, revision: str | None) -> str:
@@ -194,6 +195,10 @@ async def _get(http: Http, target: Target, route: str) -> Any:
             message = f"{target.url}: {failure.args[0]}. Check the scheme (https:// to a plain http server?) and the certificate (SSL_CERT_FILE adds a private CA)."
         elif failure.kind == "timeout":
             message = f"{target.url}{route} gave {failure.args[0]}."
+        elif failure.kind == "proxy":
+            message = f"{target.url}: {failure.args[0]}. {PROXY_HINT}"
+        elif failure.kind == "bad_response":
+            message = f"{target.url}{route}: {failure.args[0]}. Is endpoint= the address of an LLM server?"
         else:
             message = f"Cannot reach {target.url}: {failure.args[0]}. Start the server, or point endpoint= (--endpoint, $COEVOL_ENDPOINT) at a running one."
         raise EndpointError(message) from failure
@@ -207,6 +212,8 @@ async def _get_json(http: Http, target: Target, route: str) -> Any:
             f"{target.url}{route} redirects ({status}) to {response.headers.get('location', 'nowhere')!r}: point endpoint= at the "
             "final address (coevol-hf follows no redirect: it would turn calls into GETs and could carry the token elsewhere)."
         )
+    if status == 407:
+        raise EndpointError(f"{target.url}{route}: the proxy answered 407 (Proxy Authentication Required). {PROXY_HINT}")
     if status in (401, 403):
         advice = (
             "the token sent was refused"

@@ -23,16 +23,17 @@ from ..options import Connection, Sampling
 from ..protocol import Reply
 from .http import Failure, Http, run_blocking
 from .pool import Endpoint, EndpointPool, Outcome
-from .server import PROBE_TIMEOUT, ServerInfo, Target, check_health, probe
+from .server import PROBE_TIMEOUT, PROXY_HINT, ServerInfo, Target, check_health, probe
 from .tgi import RequestFormat
 
 logger = logging.getLogger(__name__)
 
 _MAX_BACKOFF = 60.0
-_SYSTEMATIC_BEFORE_STOP = 3  # identical credential / route / redirect failures in a row
+_SYSTEMATIC_BEFORE_STOP = 3  # identical credential / route / redirect / proxy failures in a row
 _HINTS = {
     "unauthorized": "Check token= (the saved Hugging Face token goes only to Hugging Face's API hosts over https).",
     "redirect": "Point endpoint= at the address it redirects to.",
+    "proxy": PROXY_HINT,
 }
 
 

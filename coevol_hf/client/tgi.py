@@ -30,9 +30,9 @@ from .pool import Outcome
 from .server import ServerInfo
 
 # HTTP statuses with a meaning of their own in TGI, named as they appear in `coevol_error`.
-_STATUS_KINDS = {401: "unauthorized", 403: "unauthorized", 404: "not_found", 422: "validation", 424: "generation", 429: "overloaded"}
+_STATUS_KINDS = {401: "unauthorized", 403: "unauthorized", 404: "not_found", 407: "proxy", 422: "validation", 424: "generation", 429: "overloaded"}
 # Answers every call would get alike (credentials, route): a few in a row stop the run.
-_SYSTEMATIC = {401, 403, 404, 405}
+_SYSTEMATIC = {401, 403, 404, 405, 407}
 _MAX_RETRY_AFTER = 300.0
 # A reply's size cap: room for TGI's per-token details (about 100 bytes a token) and then some.
 _REPLY_CAP_BASE, _REPLY_CAP_PER_TOKEN = 1 << 20, 256
