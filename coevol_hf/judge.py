@@ -22,6 +22,8 @@ _LABEL_NOISE = re.compile(r"\b(answer|response|assistant|output|option|verdict|w
 _TIE_WORDS = re.compile(r"\b(tie|tied|draw|equal|equally)\b", re.I)
 _ARTICLE_BEFORE_TIE = re.compile(r"\ba\s+(?=(tie|draw)\b)", re.I)  # "A tie." names no answer
 _AB = re.compile(r"\b([AB])\b")
+# "A is not better", "B is worse": a line naming one answer in the negative is read as no verdict.
+_NEGATION = re.compile(r"\b(not|no|neither|nor|never|worse|worst|less|lower|inferior|weaker|wrong|incorrect|lacks?|fails?)\b|n't\b", re.I)
 _OUT_OF_TEN = re.compile(r"\s*(/|out of)\s*10\b", re.I)
 _LIST_MARK = re.compile(r"^\s*\d+[.)]\s+")  # "1. A: 8, B: 6": the 1 is no score
 _NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?!\w|\.\d)")  # "8." ends a sentence
@@ -90,6 +92,8 @@ def merge(old_first_ab: Scores | None, new_first_ab: Scores | None, mode: JudgeM
 
 
 def _parse_compare_line(line: str) -> Scores | None:
+    if _NEGATION.search(line):
+        return None
     cleaned = _LABEL_NOISE.sub(" ", _ARTICLE_BEFORE_TIE.sub("", line)).strip()
     labels = set(_AB.findall(cleaned.upper() if len(cleaned) <= 2 else cleaned))
     tie = bool(_TIE_WORDS.search(line))
@@ -101,10 +105,13 @@ def _parse_compare_line(line: str) -> Scores | None:
 
 
 def _parse_score_line(line: str) -> Scores | None:
+    """Two scores, in the order the line names the answers ("B: 6, A: 8" is A 8, B 6)."""
     numbers = _NUMBER.findall(_OUT_OF_TEN.sub("", _LIST_MARK.sub("", line)))
-    if len(numbers) != 2:
+    labels = _AB.findall(line)
+    if len(numbers) != 2 or labels not in ([], ["A", "B"], ["B", "A"]):
         return None
-    return (float(numbers[0]), float(numbers[1]))
+    first, second = float(numbers[0]), float(numbers[1])
+    return (second, first) if labels == ["B", "A"] else (first, second)
 
 
 def _parse_json(text: str) -> dict | None:

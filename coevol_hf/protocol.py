@@ -25,9 +25,10 @@ T = TypeVar("T")
 
 MAX_SUGGESTIONS = 3
 _BULLET = re.compile(r"^\s*(?:[-*•+]\s+|\d+[.)]\s+|suggestion\s*\d*\s*[:.)-]\s*)", re.I)  # not "---", "1.5" or "**bold**"
+_BOLD_NUMBER = re.compile(r"^(\s*)\*\*(\d+[.)])(?:\*\*)?\s+(.*?)(?:\*\*)?(:?)\s*$")  # "**1.** Fix it", "**1. Accuracy**" read as "1. ..."
 _HEADING = re.compile(r"^\s*(#+\s.*|\*\*[^*]+\*\*:?|.*:)\s*$")  # "### Style", "**Accuracy**", "Accuracy:"
 _NOTHING_TO_SUGGEST = re.compile(
-    r"^(none|n/a|nothing( else)?( to (suggest|improve|change))?|no (further |other )?(suggestions?|changes?|improvements?)( are| is)?( needed| necessary| required)?)(\W*$|\s*[.:;]\s)", re.I
+    r"^(none( needed| necessary| required)?|n/a|nothing( else)?( to (suggest|improve|change))?|no (further |other )?(suggestions?|changes?|improvements?)( are| is)?( needed| necessary| required)?)(\W*$|\s*[.:;]\s)", re.I
 )
 
 
@@ -215,15 +216,15 @@ def parse_suggestions(advice: str) -> list[str]:
     list, every line is one. "None" or "No changes are needed" is no suggestion, so nothing is
     edited.
     """
-    lines = advice.expandtabs(4).splitlines()
+    lines = [_BOLD_NUMBER.sub(r"\1\2 \3\4", line) for line in advice.expandtabs(4).splitlines()]
     indents = [_indent(line) for line in lines if _BULLET.match(line)]
     items: list[str] = []
     in_item = False
     for line in lines:
         text = _BULLET.sub("", line).strip()
         if not indents:
-            items += [text] if text else []
-        elif _BULLET.match(line) and _indent(line) <= min(indents):
+            items += [text] if text and not _HEADING.match(line) else []
+        elif _BULLET.match(line) and (_indent(line) <= min(indents) or not in_item):  # a first item may be indented more
             items.append(text)
             in_item = True
         elif text and in_item and _BULLET.match(line):

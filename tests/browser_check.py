@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -60,13 +63,14 @@ class Browser:
         self._loaded = asyncio.Event()
 
     async def __aenter__(self) -> "Browser":
-        self._profile = tempfile.TemporaryDirectory(prefix="coevol-chromium-")
+        self._profile = Path(tempfile.mkdtemp(prefix="coevol-chromium-"))
         self._process = subprocess.Popen(
-            [self.executable, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+            [self.executable, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its helper processes too can be stopped as one group
         )
-        port = await self._port(Path(self._profile.name) / "DevToolsActivePort")
+        port = await self._port(self._profile / "DevToolsActivePort")
         self._http = aiohttp.ClientSession()
         async with self._http.get(f"http://127.0.0.1:{port}/json/list") as answer:
             tab = next(target for target in await answer.json() if target["type"] == "page")
@@ -81,13 +85,23 @@ class Browser:
         self._reader.cancel()
         await self._socket.close()
         await self._http.close()
-        self._process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGTERM)
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self._process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait()
-        self._profile.cleanup()
+        for _ in range(50):  # a helper process may still be writing to the profile as it exits
+            try:
+                shutil.rmtree(self._profile)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                await asyncio.sleep(0.1)
+        shutil.rmtree(self._profile)
 
     async def _port(self, announced: Path, timeout: float = 60) -> int:
         """Chromium writes the port it chose in the profile once it listens."""

@@ -30,6 +30,12 @@ from coevol_hf.judge import merge, parse_verdict
         # JSON that is no verdict: the words inside it never decide.
         ('{"better": "C", "reason": "A is worse"}', None),
         ('{"better": "Both", "reason": "B is fine"}', None),
+        # Naming one answer in the negative says the opposite of naming it: no verdict.
+        ("Response A is not better.", None),
+        ("A is worse.", None),
+        ("Not B.", None),
+        ("Answer B is wrong.", None),
+        ("B isn't as good.", None),
     ],
 )
 def test_compare_verdicts(text: str, expected) -> None:
@@ -58,6 +64,10 @@ def test_compare_verdicts(text: str, expected) -> None:
         # Degenerate answers are unreadable verdicts, never an error that stops the run.
         ('{"score_a": 8, "score_b": 1' + "0" * 400 + ', "reason": "r"}', None),
         ('7 3\n{"reason": ' + "[" * 1200 + "}", (7.0, 3.0)),
+        # Scores go with the answer they are written against, whatever the order.
+        ("B: 6, A: 8", (8.0, 6.0)),
+        ("Answer B: 9/10, Answer A: 4/10", (4.0, 9.0)),
+        ("A: 8, B: 6 (B is vaguer)", None),
     ],
 )
 def test_score_verdicts(text: str, expected) -> None:

@@ -109,6 +109,13 @@ def test_a_cut_off_verdict_counts_only_with_complete_json() -> None:
         ),
         ("**Clarity**\n- Define X.\n- Add an example.\n### Accuracy\n- Fix the date.", ["Define X.", "Add an example.", "Fix the date."]),
         ("Style:\n  * Use shorter sentences.\nFacts:\n  * Fix the date.", ["Use shorter sentences.", "Fix the date."]),
+        # A reply opening with a space (raw /generate output) keeps its first item.
+        (" - Add an example.\n- Fix the date.\n- Shorten the intro.", ["Add an example.", "Fix the date.", "Shorten the intro."]),
+        # Bold numbering is a list; an introduction or heading without one is not a suggestion.
+        ("Here are my suggestions:\n**1.** Add an example.\n**2.** Fix the date.\n**3.** Shorten the intro.", ["Add an example.", "Fix the date.", "Shorten the intro."]),
+        ("**1. Accuracy**\nFix the date.\n**2. Detail**\nAdd an example.", ["Accuracy Fix the date.", "Detail Add an example."]),
+        ("To improve it:\nAdd an example.\nFix the date.", ["Add an example.", "Fix the date."]),
+        ("None needed.", []),
     ],
 )
 def test_suggestions_are_the_advice_list_items(advice: str, expected: list[str]) -> None:
