@@ -104,3 +104,42 @@ def test_a_named_column_must_exist_and_names_must_be_usable() -> None:
         Columns(instruction="text", output="text")
     with pytest.raises(ConfigError, match=r"must map 'output' to a column name, not ''"):
         Columns(output="")
+
+
+def test_alpaca_input_null_or_blank_is_none_and_is_joined_after_a_blank_line() -> None:
+    def read(extra: str | None) -> str:
+        return read_row("alpaca", {"instruction": "q", "input": extra, "output": "a"}, Columns()).exchanges[0].user
+
+    assert (read(None), read("  "), read("ctx")) == ("q", "q", "q\n\nctx")
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"instruction": "q", "input": "", "output": "  "}, "'output' must be a non-empty string"),
+    ({"instruction": " \n", "input": "", "output": "a"}, "'instruction' must be a non-empty string"),
+])
+def test_blank_alpaca_fields_are_row_errors(row, message) -> None:
+    with pytest.raises(RowError, match=message):
+        read_row("alpaca", row, Columns())
+
+
+def test_a_blank_assistant_turn_is_a_row_error() -> None:
+    with pytest.raises(RowError, match="the assistant turn is empty"):
+        read_row("messages", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " \n"}]}, Columns())
+
+
+def test_the_system_turn_is_kept_and_texts_are_verbatim() -> None:
+    row = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}, {"role": "assistant", "content": "    code\n"}]}
+    assert read_row("messages", row, Columns()).responses == ["    code\n"]
+    assert write_row("messages", row, Columns(), ["b"])["messages"][:2] == row["messages"][:2]
+
+
+def test_sharegpt_user_assistant_labels_detection_order_and_response_column() -> None:
+    row = {"conversations": [{"from": "user", "value": "q"}, {"from": "assistant", "value": "a"}]}
+    assert read_row("sharegpt", row, Columns()).responses == ["a"]
+    assert Columns().detect(["conversations", "messages"]) == "sharegpt"
+    assert Columns(output="completion").response_column("alpaca") == "completion"
+
+
+def test_a_column_name_must_be_a_string() -> None:
+    with pytest.raises(ConfigError, match="must map 'output' to a column name, not 3"):
+        Columns(output=3)

@@ -158,6 +158,8 @@ FRAMINGS = {
     "chunks, a byte at a time": Reply(byte_by_byte(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{"text": "hello"}\r\n0\r\n\r\n')),
     "HTTP/1.0, up to the connection's end": Reply([b"HTTP/1.0 200 OK\r\n\r\n", ANSWER], close=True),
     "after an interim 100 Continue": Reply([b"HTTP/1.1 100 Continue\r\n\r\n", with_length().parts[0]]),
+    "after 103 Early Hints": Reply([b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", with_length().parts[0]]),
+    "Transfer-Encoding: identity, up to the connection's end": Reply([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n", ANSWER], close=True),
 }
 
 
@@ -284,8 +286,22 @@ def test_each_event_loop_closes_its_own_connections() -> None:
         loop.call_soon_threadsafe(loop.stop)
 
 
-def test_bytes_after_an_answer_retire_its_connection() -> None:
-    with RawServer(lambda received: with_length(extra=b"HTTP/1.1 200 OK\r\n")) as server:
+def test_an_answer_exactly_as_large_as_the_cap_is_read() -> None:
+    with RawServer(lambda received: with_length(b"x" * 4096)) as server:
+        (response,) = requests(server.url, cap=4096)
+    assert response.body == b"x" * 4096
+
+
+RETIRING = {
+    "bytes after the answer": with_length(extra=b"HTTP/1.1 200 OK\r\n"),
+    "bytes after a chunked answer's trailer": Reply([b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{"text": "hello"}\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n']),
+    "Connection: close, before the server has closed": Reply([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 17\r\n\r\n" + ANSWER]),
+}
+
+
+@pytest.mark.parametrize("reply", RETIRING, ids=list(RETIRING))
+def test_a_connection_left_out_of_step_or_closing_is_not_used_again(reply: str) -> None:
+    with RawServer(lambda received: RETIRING[reply]) as server:
         responses = requests(server.url, 2)
     assert [r.body for r in responses] == [ANSWER, ANSWER]
     assert server.connections == 2
@@ -300,6 +316,14 @@ BROKEN = {
     # Refused by its head: no byte of the body is sent, so waiting for it would end at the deadline.
     "a length larger than the cap, unsent": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"]), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
     "a length of 5,000 digits": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n"]), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
+    "a header with a space before its colon": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length : 17\r\n\r\n" + ANSWER]), "bad_response", Outcome.ERROR, "a header line reads 'Content-Length : 17'"),
+    "a chunk without its CRLF": (Reply([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"]), "bad_response", Outcome.ERROR, "a chunk does not end with CRLF"),
+    "an endless chunk-size line": (Reply([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 5000]), "bad_response", Outcome.ERROR, "a chunk's size line has no end"),
+    "an empty chunk-size line": (Reply([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\r\n"]), "bad_response", Outcome.ERROR, "a chunk's size reads b''"),
+    "an endless head": (Reply([b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000]), "bad_response", Outcome.ERROR, "no end of its head in 64 KiB"),
+    "a four-digit status": (Reply([b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n"]), "bad_response", Outcome.ERROR, "it starts 'HTTP/1.1 2000 OK'"),
+    "an HTTP/2 status line": (Reply([b"HTTP/2 200\r\nContent-Length: 0\r\n\r\n"]), "bad_response", Outcome.ERROR, "it starts 'HTTP/2 200'"),
+    "a length in superscript digits": (Reply([b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n"]), "bad_response", Outcome.ERROR, "its Content-Length is '\xb2'"),
     "chunks larger than the cap": (Reply([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"] + [b"400\r\n" + b"x" * 1024 + b"\r\n"] * 5), "bad_response", Outcome.ERROR, "larger than 4 KiB"),
 }
 

@@ -36,6 +36,10 @@ from coevol_hf.judge import merge, parse_verdict
         ("Not B.", None),
         ("Answer B is wrong.", None),
         ("B isn't as good.", None),
+        ("b.", (0.0, 1.0)),
+        ("B, though both are equally fluent.", None),  # a win and a tie word: no verdict
+        ("Both are equally good.", (0.5, 0.5)),
+        ('{"better": "B ", "reason": "r"}', (0.0, 1.0)),
     ],
 )
 def test_compare_verdicts(text: str, expected) -> None:
@@ -68,6 +72,10 @@ def test_compare_verdicts(text: str, expected) -> None:
         ("B: 6, A: 8", (8.0, 6.0)),
         ("Answer B: 9/10, Answer A: 4/10", (4.0, 9.0)),
         ("A: 8, B: 6 (B is vaguer)", None),
+        # Scores from 1 to 10 only: a nonsense score never decides an edit.
+        ('{"score_a": 7, "score_b": 90, "reason": "r"}', None),
+        ('{"score_a": 1, "score_b": 10, "reason": "r"}', (1.0, 10.0)),
+        ("0 7", None),
     ],
 )
 def test_score_verdicts(text: str, expected) -> None:

@@ -143,3 +143,65 @@ def test_row_errors_cross_process_boundaries() -> None:
     done = refine(ScriptedChat())
     stopped = pickle.loads(pickle.dumps(Interrupted(RowError("server", "HTTP 500"), done)))
     assert str(stopped) == "server: HTTP 500" and stopped.done == done and isinstance(stopped.done, RefinedConversation)
+
+
+def test_render_context_without_a_system_prompt() -> None:
+    assert render_context(None, [("Hi.", "Hello!")]) == "Earlier in the conversation:\nUser: Hi.\nAssistant: Hello!\n\n"
+
+
+class Recording(ScriptedChat):
+    """Keeps the task text of every call."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.tasks = []
+
+    async def __call__(self, messages, *, schema=None, affinity=None):
+        self.tasks.append(messages[1]["content"])
+        return await super().__call__(messages, schema=schema, affinity=affinity)
+
+
+def test_later_turns_see_the_refined_earlier_turns_within_context_turns() -> None:
+    conversation = Conversation(None, (Exchange("Q1?", "Blue."), Exchange("Q2?", "Blue."), Exchange("Q3?", "Blue.")))
+    chat = Recording()
+    asyncio.run(refine_conversation(conversation, CoEvolOptions(max_rounds=1, context_turns=1), chat))
+    last = chat.tasks[-1]  # a call of the third turn
+    assert "User: Q2?" in last and "User: Q1?" not in last
+    assert "Assistant: A better answer, cut in the mid" in last and "Assistant: Blue." not in last
+
+
+def test_the_next_round_refines_the_accepted_edit() -> None:
+    (turn,) = refine(ScriptedChat(), max_rounds=2).turns
+    assert [r.stop for r in turn.rounds] == [None, "no_change"] and turn.accepted_rounds == 1
+
+
+def test_an_edit_equal_to_the_response_but_its_trailing_newline_changes_nothing() -> None:
+    chat = ScriptedChat(edit="Blue.")
+    conversation = Conversation(None, (Exchange("Name a colour.", "Blue.\n"),))
+    (turn,) = asyncio.run(refine_conversation(conversation, CoEvolOptions(), chat)).turns
+    assert turn.rounds[0].stop == "no_change" and "judge" not in chat.roles
+
+
+class FailingAdvisor(ScriptedChat):
+    """The advisor's second call fails (round 2), after round 1 was accepted."""
+
+    async def __call__(self, messages, *, schema=None, affinity=None):
+        reply = await super().__call__(messages, schema=schema, affinity=affinity)
+        if self.roles.count("advisor") > 1:
+            raise RowError("server", "HTTP 500")
+        return reply
+
+
+def test_an_interrupted_turn_keeps_its_accepted_rounds() -> None:
+    with pytest.raises(Interrupted) as info:
+        refine(FailingAdvisor(), max_rounds=2)
+    (turn,) = info.value.done.turns
+    assert turn.final == "A better answer, cut in the mid" and len(turn.rounds) == 1
+
+
+def test_nothing_to_suggest_needs_a_whole_word() -> None:
+    assert parse_suggestions("None.js is misspelt; write Node.js.") == ["None.js is misspelt; write Node.js."]
+
+
+def test_tab_indented_sub_items_stay_under_their_item() -> None:
+    assert parse_suggestions("  1. Clarity:\n\t- Define X.\n  2. Fix the date.") == ["Clarity:\n  - Define X.", "Fix the date."]
