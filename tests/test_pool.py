@@ -123,3 +123,25 @@ def test_a_busy_row_replica_hands_calls_to_the_least_loaded() -> None:
 
     # Bounded loads: the row's replica takes at most a quarter over an even share (13 of 20).
     assert asyncio.run(scenario()) == [7, 13]
+
+
+def test_room_freed_on_a_replica_a_retry_avoids_goes_to_a_call_that_can_use_it() -> None:
+    async def scenario() -> tuple[str | None, bool]:
+        pool = replicas(2, max_concurrency=1)
+        failing, healthy = pool.endpoints
+        taken = [await pool.acquire(avoid=healthy), await pool.acquire(avoid=failing)]  # one call on each: both full
+        assert taken == [failing, healthy]
+        retry = asyncio.ensure_future(pool.acquire(avoid=failing))  # queued first: a retry of a call that failed there
+        fresh = asyncio.ensure_future(pool.acquire())  # queued second: a new call
+        await asyncio.sleep(0)
+        pool.release(failing, Outcome.ERROR, time.monotonic())  # the failing replica has room again
+        for _ in range(5):
+            await asyncio.sleep(0)
+        got = fresh.result().url if fresh.done() else None
+        retry_waiting = not retry.done()
+        retry.cancel()
+        pool.close()
+        return got, retry_waiting
+
+    # The new call takes the room; the retry keeps waiting for the healthy replica.
+    assert asyncio.run(scenario()) == ("http://127.0.0.1:8000", True)

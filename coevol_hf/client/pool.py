@@ -72,7 +72,8 @@ class EndpointPool:
     def __init__(self, endpoints: list[Endpoint], probe: Callable[[Endpoint], Awaitable[ServerInfo]]) -> None:
         self.endpoints = endpoints
         self._probe = probe
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        # Calls waiting for room, each with the endpoint it avoids (a retry's failed one) or None.
+        self._waiters: collections.deque[tuple[asyncio.Future[None], Endpoint | None]] = collections.deque()
         self._probing: set[str] = set()
         self._checking: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
@@ -101,7 +102,7 @@ class EndpointPool:
             if not self.any_up:
                 return None
             waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
+            self._waiters.append((waiter, shunned))
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -131,7 +132,7 @@ class EndpointPool:
             if endpoint.failures >= _FAILURES_BEFORE_CHECK and endpoint.up and endpoint.url not in self._checking:
                 self._checking.add(endpoint.url)
                 self._spawn(self._check(endpoint))
-        self._wake(1 + max(0, int(endpoint.limit) - before))
+        self._wake(1 + max(0, int(endpoint.limit) - before), freed=endpoint)
 
     def _row_endpoint(self, affinity: str) -> Endpoint | None:
         """The row's endpoint (the highest hash of (affinity, URL) among those up), if it may take
@@ -148,15 +149,24 @@ class EndpointPool:
         for task in list(self._tasks):
             task.cancel()
 
-    def _wake(self, count: int) -> None:
+    def _wake(self, count: int, *, freed: Endpoint | None = None) -> None:
+        """Wake `count` waiters, in order; room `freed` on one endpoint goes past the waiters that
+        avoid it (they would find no room and wait again) while another endpoint is up."""
+        others_up = freed is not None and any(e.up and e is not freed for e in self.endpoints)
+        passed: list[tuple[asyncio.Future[None], Endpoint | None]] = []
         while count > 0 and self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                count -= 1
+            waiter, avoided = self._waiters.popleft()
+            if waiter.done():
+                continue
+            if others_up and avoided is freed:
+                passed.append((waiter, avoided))
+                continue
+            waiter.set_result(None)
+            count -= 1
+        self._waiters.extendleft(reversed(passed))
         if not self.any_up:  # nobody will release: let every waiter see that
             while self._waiters:
-                waiter = self._waiters.popleft()
+                waiter, _ = self._waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
 
