@@ -86,7 +86,7 @@ async def aiohttp_session(url: str, calls: int, concurrency: int) -> float:
         return await measure(post, calls, concurrency)
 
 
-async def coevol_http(url: str, calls: int, concurrency: int) -> Any:
+async def coevol_http(url: str, calls: int, concurrency: int) -> float:
     from coevol_hf.client.http import Http
 
     http = Http(60.0)

@@ -22,8 +22,10 @@ _LABEL_NOISE = re.compile(r"\b(answer|response|assistant|output|option|verdict|w
 _TIE_WORDS = re.compile(r"\b(tie|tied|draw|equal|equally)\b", re.I)
 _ARTICLE_BEFORE_TIE = re.compile(r"\ba\s+(?=(tie|draw)\b)", re.I)  # "A tie." names no answer
 _AB = re.compile(r"\b([AB])\b")
-# "A is not better", "B is worse": a line naming one answer in the negative is read as no verdict.
-_NEGATION = re.compile(r"\b(not|no|neither|nor|never|worse|worst|less|lower|inferior|weaker|wrong|incorrect|lacks?|fails?)\b|n't\b", re.I)
+# "A is not better", "Not B", "B is worse": an answer named in the same clause as a negation is
+# read as no verdict ("B, which has less padding" still names B).
+_NEGATIVE = r"(?i:\b(?:not|no|neither|nor|never|worse|worst|less|lower|inferior|weaker|wrong|incorrect|lacks?|fails?)\b|n't\b)"
+_NEGATED_LABEL = re.compile(rf"\b[AB]\b[^,;.]*{_NEGATIVE}|{_NEGATIVE}[^,;.]*\b[AB]\b")
 _OUT_OF_TEN = re.compile(r"\s*(/|out of)\s*10\b", re.I)
 _LIST_MARK = re.compile(r"^\s*\d+[.)]\s+")  # "1. A: 8, B: 6": the 1 is no score
 _NUMBER = re.compile(r"(?<![\w.])(10(?:\.0+)?|[1-9](?:\.\d+)?)(?!\w|\.\d)")  # "8." ends a sentence
@@ -92,7 +94,7 @@ def merge(old_first_ab: Scores | None, new_first_ab: Scores | None, mode: JudgeM
 
 
 def _parse_compare_line(line: str) -> Scores | None:
-    if _NEGATION.search(line):
+    if _NEGATED_LABEL.search(line):
         return None
     cleaned = _LABEL_NOISE.sub(" ", _ARTICLE_BEFORE_TIE.sub("", line)).strip()
     labels = set(_AB.findall(cleaned.upper() if len(cleaned) <= 2 else cleaned))

@@ -36,6 +36,10 @@ from coevol_hf.judge import merge, parse_verdict
         ("Not B.", None),
         ("Answer B is wrong.", None),
         ("B isn't as good.", None),
+        # A negation in another clause says nothing against the answer named.
+        ("B. No contest.", (0.0, 1.0)),
+        ("B, which has less padding.", (0.0, 1.0)),
+        ("B is better; A lacks an example.", None),  # both answers named: no verdict, as ever
         ("b.", (0.0, 1.0)),
         ("B, though both are equally fluent.", None),  # a win and a tie word: no verdict
         ("Both are equally good.", (0.5, 0.5)),

@@ -23,7 +23,6 @@ def test_the_final_answer_ties_and_judged_rounds() -> None:
     rounds = (Round(1, edit="e1", accepted=True), Round(2, edit="e2", accepted=True), Round(3, edit="e3", stop="not_better"))
     assert Turn(0, "q", "o", rounds).final == "e2"
     assert winner((1.0, 1.0)) == "tie"
-    assert Round(1, scores=None, stop="unreadable_verdicts", **UNREAD).judged
 
 
 def row(error: str | None, *turns: Turn, usage: Usage = Usage(0, 0, 0, 0)) -> dict:

@@ -2,10 +2,10 @@
 
 At hundreds of calls a second the client's CPU is what limits a run on one machine, and the
 requests are all alike: a JSON POST, or a probe's GET, on a kept-alive connection, answered with
-a body of known length or in chunks. This module does only that, for 0.10 ms of CPU per call
-against 0.24 for aiohttp and about 1 ms for huggingface_hub's httpx session
-(benchmarks/http_client_cost.py). What it guarantees, because a long run must not hang or leak
-on one bad server:
+a body of known length or in chunks. This module does only that, for a fraction of the CPU
+aiohttp or huggingface_hub's httpx session take per call (benchmarks/http_client_cost.py,
+benchmarks/README.md). What it guarantees, because a long run must not hang or leak on one bad
+server:
 
 - no redirect is followed: a 301/302 would turn a POST into a GET and carry the token to
   another host; the caller sees the 3xx and says where it points;
@@ -20,8 +20,8 @@ on one bad server:
 - `HTTP(S)_PROXY` / `NO_PROXY` are honoured, never for a loopback host, and `~/.netrc` is never read.
 
 Over TLS, an answer framed by the connection's end (no length, no chunks: HTTP/1.0 style, which
-no LLM server sends) is taken as complete however the connection ends, as asyncio reports a
-missing close_notify as an orderly end; cut short, its JSON fails to parse.
+no LLM server sends) is taken as complete when the connection ends with or without close_notify
+(asyncio reports both alike; a reset fails it); cut short, its JSON fails to parse.
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import functools
 import ipaddress
 import os
 import ssl
-import time
 import urllib.request
 from typing import Awaitable, Callable, Mapping, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -78,8 +77,8 @@ def deadline(seconds: float) -> Deadline:
 class Failure(Exception):
     """A failed attempt: the row error kind it becomes, how the endpoint did, whether to retry.
 
-    `systematic`: every call would get it alike (credentials, route, redirect), so a few in a
-    row stop the run instead of writing the same error on every row.
+    `systematic`: every call would get it alike (credentials, route, redirect, a proxy's
+    refusal), so a few in a row stop the run instead of writing the same error on every row.
     """
 
     def __init__(
@@ -123,23 +122,21 @@ class Http:
         route = self._routes.get((url, proxy)) or self._route(url, proxy)
         message = route.message(method, headers, body)
         idle = (self._idle.get(loop) or self._pool_for(loop)).setdefault(route.key, [])
-        while idle:
-            connection = idle.pop()
-            if connection.closed:
-                continue
+        kept = _open_one(idle)
+        if kept is not None:
             try:
-                return await self._exchange(idle, connection, message, cap, expires, timeout)
+                return await self._exchange(idle, kept, message, cap, expires, timeout)
             except _Unanswered as err:
                 if not err.stale:
-                    raise Failure("connection", f"the connection failed ({err})", Outcome.LOST) from None
-                break  # closed by the server while idle: once more, on a new connection
+                    raise _lost(str(err)) from None
+                # closed by the server while idle: once more, on a new connection
         connection = await _open(route, min(timeout.connect, expires - loop.time()))
         if connection.closed:  # ended by the server as it was accepted: the request was never sent
             raise Failure("connection", "the server ended the connection before the request was sent", Outcome.REFUSED)
         try:
             return await self._exchange(idle, connection, message, cap, expires, timeout)
         except _Unanswered as err:
-            raise Failure("connection", f"the connection failed ({err})", Outcome.LOST) from None
+            raise _lost(str(err)) from None
 
     async def aclose(self) -> None:
         """Close this loop's idle connections at once (those of other loops are left to them)."""
@@ -224,6 +221,15 @@ class _Route:
         return head + body if body else head
 
 
+def _open_one(idle: list[_Connection]) -> _Connection | None:
+    """The most recently used idle connection still open; those the server closed are dropped."""
+    while idle:
+        connection = idle.pop()
+        if not connection.closed:
+            return connection
+    return None
+
+
 async def _open(route: _Route, within: float) -> _Connection:
     try:
         if within <= 0:
@@ -232,7 +238,7 @@ async def _open(route: _Route, within: float) -> _Connection:
     except asyncio.TimeoutError:
         raise Failure("connection", f"no connection within {max(within, 0):g} s", Outcome.REFUSED) from None
     except ssl.SSLError as err:  # before OSError, which it also is
-        raise Failure("tls", f"the TLS handshake failed ({type(err).__name__}: {err})", Outcome.REFUSED) from err
+        raise _tls_failed(err) from err
     except OSError as err:
         raise Failure("connection", f"cannot connect ({type(err).__name__}: {err})", Outcome.REFUSED) from err
 
@@ -253,7 +259,10 @@ async def _connect(route: _Route) -> _Connection:
         if not 200 <= answer.status < 300:
             refusal = f"the proxy {route.host}:{route.port} refused a tunnel to {route.tunnel} (HTTP {answer.status})"
             raise Failure("proxy", refusal, Outcome.REFUSED, retryable=False, systematic=True)
-        connection.transport = await loop.start_tls(connection.transport, connection, _tls_context(), server_hostname=route.tls_host)
+        tls = await loop.start_tls(connection.transport, connection, _tls_context(), server_hostname=route.tls_host)
+        if tls is None:  # the proxy ended the tunnel as the handshake ended
+            raise ConnectionError(f"the proxy {route.host}:{route.port} closed the tunnel")
+        connection.transport, connection.fresh = tls, True
     except BaseException:
         connection.close()
         raise
@@ -267,7 +276,8 @@ def _tls_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLCont
 
 
 def _tls_context() -> ssl.SSLContext:
-    """The system's trusted certificates, plus `SSL_CERT_FILE` / `SSL_CERT_DIR` as set now."""
+    """The system's trusted certificates, or those of `SSL_CERT_FILE` / `SSL_CERT_DIR` as set now
+    (OpenSSL reads them instead of its default places)."""
     return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
@@ -283,36 +293,40 @@ class _Unanswered(Exception):
 class _Connection(asyncio.Protocol):
     """One connection, reading one answer at a time."""
 
+    transport: asyncio.Transport  # set by connection_made, before the protocol is handed out
+
     def __init__(self) -> None:
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self.closed = False
-        self._answer: _Answer | None = None
-        self._done: asyncio.Future[None] | None = None
+        self.fresh = True  # no answer read on it yet: a TLS error now is the handshake's
+        self._pending: tuple[_Answer, asyncio.Future[None]] | None = None  # the answer being read
         self._sent_at = 0.0
 
     async def exchange(self, message: bytes, answer: _Answer, expires: float | None) -> None:
         """Send `message` and read `answer` until it is complete; raises `Failure`, `_Unanswered`
         or `asyncio.TimeoutError` (at loop time `expires`)."""
         loop = asyncio.get_running_loop()
-        self._answer, self._done = answer, loop.create_future()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending = (answer, done)
         timer = loop.call_at(expires, self._fail, asyncio.TimeoutError()) if expires is not None else None
         try:
-            self._sent_at = time.monotonic()
+            self._sent_at = loop.time()
             self.transport.write(message)
-            await self._done
+            await done
+            self.fresh = False
         finally:
             if timer is not None:
                 timer.cancel()
-            self._answer = self._done = None
+            self._pending = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        answer, done = self._answer, self._done
-        if answer is None or done.done():  # bytes nobody asked for: the connection cannot be trusted again
+        if self._pending is None or self._pending[1].done():  # bytes nobody asked for: the connection cannot be trusted again
             self.close()
             return
+        answer, done = self._pending
         try:
             complete = answer.feed(data)
         except Failure as failure:
@@ -331,23 +345,22 @@ class _Connection(asyncio.Protocol):
         self._end(exc)
 
     def _end(self, exc: Exception | None) -> None:
-        answer, done = self._answer, self._done
-        if answer is None or done.done():
+        if self._pending is None or self._pending[1].done():
             return
+        answer, done = self._pending
         if answer.ends_at_close() and exc is None:
             done.set_result(None)
-        elif not answer.started and isinstance(exc, ssl.SSLError):  # refused after the handshake (a client certificate required)
-            done.set_exception(Failure("tls", f"the TLS handshake failed ({type(exc).__name__}: {exc})", Outcome.REFUSED))
+        elif not answer.started and self.fresh and isinstance(exc, ssl.SSLError):  # refused just after the handshake (a client certificate required)
+            done.set_exception(_tls_failed(exc))
         elif not answer.started:
-            stale = time.monotonic() - self._sent_at < _STALE_WINDOW
+            stale = asyncio.get_running_loop().time() - self._sent_at < _STALE_WINDOW
             done.set_exception(_Unanswered(f"{type(exc).__name__}: {exc}" if exc else "the server closed it without answering", stale=stale))
         else:
-            cause = f"{type(exc).__name__}: {exc}" if exc else "the server closed it mid-answer"
-            done.set_exception(Failure("connection", f"the connection failed ({cause})", Outcome.LOST))
+            done.set_exception(_lost(f"{type(exc).__name__}: {exc}" if exc else "the server closed it mid-answer"))
 
     def _fail(self, error: Exception) -> None:
-        if self._done is not None and not self._done.done():
-            self._done.set_exception(error)
+        if self._pending is not None and not self._pending[1].done():
+            self._pending[1].set_exception(error)
         self.close()
 
     def close(self) -> None:
@@ -497,6 +510,14 @@ class _Answer:
     def _complete(self) -> bool:
         self._framing, self.reusable = "done", self._keep_alive
         return True
+
+
+def _lost(cause: str) -> Failure:
+    return Failure("connection", f"the connection failed ({cause})", Outcome.LOST)
+
+
+def _tls_failed(err: ssl.SSLError) -> Failure:
+    return Failure("tls", f"the TLS handshake failed ({type(err).__name__}: {err})", Outcome.REFUSED)
 
 
 def _malformed(what: str) -> Failure:

@@ -92,7 +92,7 @@ class EndpointPool:
         endpoint a retried call just failed on) is used only when no other endpoint is up: a
         replica that fails fast always has room, and would take every retry of its rows."""
         while True:
-            shunned = avoid if avoid is not None and any(e.up and e is not avoid for e in self.endpoints) else None
+            shunned = avoid if self._others_up(avoid) else None
             candidates = [e for e in self.endpoints if e.has_room and e is not shunned]
             if candidates:
                 preferred = self._row_endpoint(affinity) if affinity is not None and len(self.endpoints) > 1 else None
@@ -152,7 +152,7 @@ class EndpointPool:
     def _wake(self, count: int, *, freed: Endpoint | None = None) -> None:
         """Wake `count` waiters, in order; room `freed` on one endpoint goes past the waiters that
         avoid it (they would find no room and wait again) while another endpoint is up."""
-        others_up = freed is not None and any(e.up and e is not freed for e in self.endpoints)
+        others_up = self._others_up(freed)
         passed: list[tuple[asyncio.Future[None], Endpoint | None]] = []
         while count > 0 and self._waiters:
             waiter, avoided = self._waiters.popleft()
@@ -169,6 +169,10 @@ class EndpointPool:
                 waiter, _ = self._waiters.popleft()
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _others_up(self, endpoint: Endpoint | None) -> bool:
+        """Whether an endpoint other than `endpoint` (when given) is up: only then is it avoided."""
+        return endpoint is not None and any(e.up and e is not endpoint for e in self.endpoints)
 
     def _take_out(self, endpoint: Endpoint) -> None:
         if endpoint.up:

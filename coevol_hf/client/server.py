@@ -192,7 +192,7 @@ async def _get(http: Http, target: Target, route: str) -> Any:
         return await http.request("GET", target.url + route, target.headers, cap=_PROBE_CAP, proxy=target.proxy, timeout=_PROBE_DEADLINE)
     except Failure as failure:
         if failure.kind == "tls":
-            message = f"{target.url}: {failure.args[0]}. Check the scheme (https:// to a plain http server?) and the certificate (SSL_CERT_FILE adds a private CA)."
+            message = f"{target.url}: {failure.args[0]}. Check the scheme (https:// to a plain http server?) and the certificate (SSL_CERT_FILE names the CA bundle to trust instead of the system's: one holding the system's CAs and yours)."
         elif failure.kind == "timeout":
             message = f"{target.url}{route} gave {failure.args[0]}."
         elif failure.kind == "proxy":

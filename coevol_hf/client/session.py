@@ -261,7 +261,7 @@ class ClientSession:
             )
 
     def _count_final(self, failure: Failure, address: str) -> None:
-        """Stop the run after a few identical credential, route or redirect failures in a row."""
+        """Stop the run after a few identical credential, route, redirect or proxy failures in a row."""
         if not failure.systematic:
             self._streak = ("", 0)
             return
