@@ -99,7 +99,7 @@ class Http:
     """
 
     def __init__(self, timeout: float) -> None:
-        self.timeout = deadline(timeout)
+        self._deadline = deadline(timeout)
         # Idle connections by loop, then by route key: a connection serves only its own loop.
         self._idle: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, int, str | None], list[_Connection]]] = {}
         self._routes: dict[tuple[str, str | None], _Route] = {}
@@ -117,7 +117,7 @@ class Http:
     ) -> Response:
         """One request, without redirects, read to the end within the timeout; raises `Failure`."""
         loop = asyncio.get_running_loop()
-        timeout = timeout or self.timeout
+        timeout = timeout or self._deadline
         expires = loop.time() + timeout.total
         route = self._routes.get((url, proxy)) or self._route(url, proxy)
         message = route.message(method, headers, body)
@@ -179,8 +179,8 @@ class _Route:
     speak, and the start of every request sent there."""
 
     key: tuple[str, str, int, str | None]  # requests with the same key share connections
-    host: str
-    port: int
+    connect_host: str  # the proxy's, when there is one
+    connect_port: int
     tls_host: str | None  # the server name to check the certificate against; None for plain http
     tunnel: str | None  # "host:port" to ask an http proxy to CONNECT to, for https through it
     proxy_authorization: str  # a header line, or ""
@@ -246,7 +246,7 @@ async def _open(route: _Route, within: float) -> _Connection:
 async def _connect(route: _Route) -> _Connection:
     loop = asyncio.get_running_loop()
     direct_tls = _tls_context() if route.tls_host is not None and route.tunnel is None else None
-    _, connection = await loop.create_connection(_Connection, route.host, route.port, ssl=direct_tls, server_hostname=route.tls_host if direct_tls else None)
+    _, connection = await loop.create_connection(_Connection, route.connect_host, route.connect_port, ssl=direct_tls, server_hostname=route.tls_host if direct_tls else None)
     if route.tunnel is None:
         return connection
     try:
@@ -255,13 +255,13 @@ async def _connect(route: _Route) -> _Connection:
         try:
             await connection.exchange(message.encode("latin-1"), answer, None)
         except _Unanswered as err:
-            raise ConnectionError(f"the proxy {route.host}:{route.port} closed the connection ({err})") from None
+            raise ConnectionError(f"the proxy {route.connect_host}:{route.connect_port} closed the connection ({err})") from None
         if not 200 <= answer.status < 300:
-            refusal = f"the proxy {route.host}:{route.port} refused a tunnel to {route.tunnel} (HTTP {answer.status})"
+            refusal = f"the proxy {route.connect_host}:{route.connect_port} refused a tunnel to {route.tunnel} (HTTP {answer.status})"
             raise Failure("proxy", refusal, Outcome.REFUSED, retryable=False, systematic=True)
         tls = await loop.start_tls(connection.transport, connection, _tls_context(), server_hostname=route.tls_host)
         if tls is None:  # the proxy ended the tunnel as the handshake ended
-            raise ConnectionError(f"the proxy {route.host}:{route.port} closed the tunnel")
+            raise ConnectionError(f"the proxy {route.connect_host}:{route.connect_port} closed the tunnel")
         connection.transport, connection.fresh = tls, True
     except BaseException:
         connection.close()
