@@ -35,7 +35,7 @@ import ipaddress
 import os
 import ssl
 import urllib.request
-from typing import Awaitable, Callable, Mapping, TypeVar
+from typing import Awaitable, Callable, Mapping, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from .. import __version__
@@ -319,8 +319,7 @@ class _Connection(asyncio.Protocol):
             self._pending = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's are not asyncio's subclasses)
 
     def data_received(self, data: bytes) -> None:
         if self._pending is None or self._pending[1].done():  # bytes nobody asked for: the connection cannot be trusted again
