@@ -126,7 +126,7 @@ class RawServer(SocketServer):
             self.open_connections -= 1
 
 
-def requests(url: str, count: int = 1, *, cap: int = 1 << 20, timeout: float = 5.0, pause: float = 0.0) -> list[Response | Failure]:
+def requests(url: str, count: int = 1, *, cap: int = 1 << 20, timeout: float = 5.0, pause: float = 0.0, proxy: str | None = None) -> list[Response | Failure]:
     """`count` GETs of `url`, one after another on one `Http`, each a `Response` or a `Failure`."""
 
     async def main() -> list[Response | Failure]:
@@ -134,7 +134,7 @@ def requests(url: str, count: int = 1, *, cap: int = 1 << 20, timeout: float = 5
         try:
             for _ in range(count):
                 try:
-                    results.append(await http.request("GET", url + "/info", {"accept": "application/json"}, cap=cap))
+                    results.append(await http.request("GET", url + "/info", {"accept": "application/json"}, cap=cap, proxy=proxy))
                 except Failure as failure:
                     results.append(failure)
                 await asyncio.sleep(pause)
@@ -492,17 +492,8 @@ def test_a_proxy_that_never_answers_the_tunnel_request_is_a_connection_failure()
     held = []
     threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
 
-    async def main() -> Failure:
-        http = Http(2.0)
-        try:
-            await http.request("GET", "https://tgi.test/info", {}, cap=1024, proxy=f"http://127.0.0.1:{listener.getsockname()[1]}")
-        except Failure as failure:
-            return failure
-        finally:
-            await http.aclose()
-
     try:
-        failure = asyncio.run(main())
+        (failure,) = requests("https://tgi.test", timeout=2.0, proxy=f"http://127.0.0.1:{listener.getsockname()[1]}")
     finally:
         for sock in (*held, listener):
             sock.close()

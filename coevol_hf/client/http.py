@@ -53,6 +53,7 @@ _HEX_DIGITS = b"0123456789abcdefABCDEF"
 # A kept-alive connection that ends this soon after a request, unanswered, was closed by the
 # server while idle (the end crossed the request); later, the server may have started on it.
 _STALE_WINDOW = 1.0
+_RouteKey = tuple[str, str, int, str | None]  # scheme, host, port, proxy: requests with one key share connections
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Http:
     def __init__(self, timeout: float) -> None:
         self._deadline = deadline(timeout)
         # Idle connections by loop, then by route key: a connection serves only its own loop.
-        self._idle: dict[asyncio.AbstractEventLoop, dict[tuple[str, str, int, str | None], list[_Connection]]] = {}
+        self._idle: dict[asyncio.AbstractEventLoop, dict[_RouteKey, list[_Connection]]] = {}
         self._routes: dict[tuple[str, str | None], _Route] = {}
 
     async def request(
@@ -145,7 +146,7 @@ class Http:
                 connection.close()
         await asyncio.sleep(0)  # lets the transports close their sockets before the loop ends
 
-    def _pool_for(self, loop: asyncio.AbstractEventLoop) -> dict[tuple[str, str, int, str | None], list[_Connection]]:
+    def _pool_for(self, loop: asyncio.AbstractEventLoop) -> dict[_RouteKey, list[_Connection]]:
         """A new loop's pool; the pools of loops closed since are let go (nothing can close their sockets now)."""
         for closed in [other for other in self._idle if other.is_closed()]:
             del self._idle[closed]
@@ -178,7 +179,7 @@ class _Route:
     """Where one URL's requests go: the address to connect to (the proxy's, if any), the TLS to
     speak, and the start of every request sent there."""
 
-    key: tuple[str, str, int, str | None]  # requests with the same key share connections
+    key: _RouteKey
     connect_host: str  # the proxy's, when there is one
     connect_port: int
     tls_host: str | None  # the server name to check the certificate against; None for plain http
@@ -194,19 +195,19 @@ class _Route:
         host_header = parts.netloc.rpartition("@")[2]
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         key = (parts.scheme, host, port, proxy)
+        tls_host = host if secure else None
         if proxy is None:
-            return cls(key, host, port, host if secure else None, None, "", f"{path} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}")
+            return cls(key, host, port, tls_host, None, "", _start(path, host_header))
         via = urlsplit(proxy)
         authorization = ""
         if via.username is not None:
             credentials = base64.b64encode(f"{unquote(via.username)}:{unquote(via.password or '')}".encode()).decode()
             authorization = f"Proxy-Authorization: Basic {credentials}\r\n"
-        proxy_host, proxy_port = via.hostname or "", via.port or 80
         if secure:  # the proxy sees only the tunnel's address; the request inside it is the server's
             tunnel = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            return cls(key, proxy_host, proxy_port, host, tunnel, authorization, f"{path} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}")
-        absolute = f"http://{host_header}{path}"
-        return cls(key, proxy_host, proxy_port, None, None, authorization, f"{absolute} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}{authorization}")
+            return cls(key, via.hostname or "", via.port or 80, tls_host, tunnel, authorization, _start(path, host_header))
+        # Plain http through the proxy: the absolute URL, and the proxy's credentials on each request.
+        return cls(key, via.hostname or "", via.port or 80, None, None, authorization, _start(f"http://{host_header}{path}", host_header) + authorization)
 
     def message(self, method: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
         """The request's bytes. Header values are checked where they are made (a token in
@@ -219,6 +220,11 @@ class _Route:
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
         return head + body if body else head
+
+
+def _start(target: str, host_header: str) -> str:
+    """The request line after the method, the Host header and the headers every request carries."""
+    return f"{target} HTTP/1.1\r\nHost: {host_header}\r\n{_FIXED_HEADERS}"
 
 
 def _open_one(idle: list[_Connection]) -> _Connection | None:
@@ -377,7 +383,6 @@ class _Answer:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.started = False  # a byte came back
-        self.reusable = False  # complete, and the connection may carry another request
         self._framing = "head"  # then "length", "chunk-size", "chunk-data", "chunk-end", "trailer", "close", "done"
         self._buffer = bytearray()
         self._remaining = 0
@@ -388,6 +393,11 @@ class _Answer:
     @property
     def body(self) -> bytes:
         return b"".join(self._parts)
+
+    @property
+    def reusable(self) -> bool:
+        """Complete, and the connection may carry another request."""
+        return self._framing == "done" and self._keep_alive
 
     def feed(self, data: bytes) -> bool:
         """Take the bytes that arrived; True once the answer is complete."""
@@ -507,7 +517,7 @@ class _Answer:
         self._parts.append(data)
 
     def _complete(self) -> bool:
-        self._framing, self.reusable = "done", self._keep_alive
+        self._framing = "done"
         return True
 
 
@@ -566,12 +576,14 @@ def proxy_for(url: str) -> str | None:
     """
     if is_loopback(url):
         return None
-    scheme, host = urlsplit(url).scheme, urlsplit(url).hostname or ""
-    proxy = None if urllib.request.proxy_bypass_environment(host) else urllib.request.getproxies_environment().get(scheme)
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    proxy = None if urllib.request.proxy_bypass_environment(parts.hostname or "") else urllib.request.getproxies_environment().get(scheme)
     if proxy is None:
         return None
     proxy = proxy if "://" in proxy else f"http://{proxy}"
     if not is_http_url(proxy, ("http",)):
-        shown = f"{urlsplit(proxy).scheme}://{urlsplit(proxy).hostname or ''}"  # never its credentials
+        via = urlsplit(proxy)
+        shown = f"{via.scheme}://{via.hostname or ''}"  # never its credentials
         raise ConfigError(f"The proxy set by {scheme.upper()}_PROXY ({shown}...) is not an http://host:port address, the only kind coevol-hf speaks to.")
     return proxy
